@@ -1,0 +1,102 @@
+# ShopLens. `make run` and `make test` set up whatever is missing first (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+AIRFLOW_VENV := $(ROOT)/.venv-airflow
+PY := $(VENV)/bin/python
+STAMPS := $(ROOT)/.stamps
+JARS_DIR := $(ROOT)/.jars
+DELTA_VERSION := 4.0.0
+DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
+SPARK_HOME := $(VENV)/lib/python3.11/site-packages/pyspark
+RUN_DATE ?= 2024-01-01
+PYTEST_ARGS ?=
+
+export SPARK_HOME
+export PYSPARK_PYTHON := $(PY)
+export PYSPARK_DRIVER_PYTHON := $(PY)
+export GX_ANALYTICS_ENABLED := false
+export SHOPLENS_CONF_DIR := $(ROOT)/conf
+
+.PHONY: help setup run test lint cluster-up cluster-down package lock clean
+
+help:
+	@echo "make run          set up if needed, run the nightly pipeline locally on the demo shop"
+	@echo "make test         set up if needed, run the test suite (local mode, cluster, Airflow, Horovod)"
+	@echo "make setup        create .venv (Spark side), build Horovod, fetch Delta JARs, create .venv-airflow"
+	@echo "make cluster-up   start a Spark standalone master + worker on 127.0.0.1 (make cluster-down stops them)"
+	@echo "make package      build dist/: the project zip, conf and a packed Python environment for spark-submit"
+	@echo "make lint         ruff over lib/, jobs/, tests/, airflow_dags/"
+
+setup: $(STAMPS)/venv $(STAMPS)/horovod $(STAMPS)/shoplens $(STAMPS)/jars $(STAMPS)/airflow
+
+$(STAMPS)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ShopLens needs Python 3.11 (TensorFlow 2.15); set PYTHON=/path/to/python3.11")'
+	@command -v java >/dev/null || { echo "java not found: install OpenJDK 17 (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven) to fetch Delta's JARs"; exit 1; }
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv: requirements/spark.lock | $(STAMPS)/python
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	$(PY) -m pip install --quiet -r requirements/spark.lock
+	touch $@
+
+# Horovod compiles against the TensorFlow installed above (--no-build-isolation, horovod issue 4039).
+$(STAMPS)/horovod: $(STAMPS)/venv
+	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \
+	HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS=-j2 \
+		$(PY) -m pip install --quiet --no-build-isolation horovod==0.28.1
+	$(VENV)/bin/horovodrun --check-build | grep -q '\[X\] TensorFlow'
+	touch $@
+
+$(STAMPS)/shoplens: setup.py $(STAMPS)/venv
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# Delta's JARs are fetched once through Maven into the project; every Spark start points spark.jars
+# at these files, so no later start touches the network.
+$(STAMPS)/jars: | $(STAMPS)/python
+	mkdir -p $(JARS_DIR)
+	for artifact in delta-spark_2.13 delta-storage; do \
+		mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
+			-Dartifact=io.delta:$$artifact:$(DELTA_VERSION) -DoutputDirectory=$(JARS_DIR) \
+			-Dmaven.repo.local=$(ROOT)/.m2 || exit 1; \
+	done
+	ls $(DELTA_JARS) >/dev/null
+	touch $@
+
+$(STAMPS)/airflow: requirements/airflow.lock | $(STAMPS)/python
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r requirements/airflow.lock
+	touch $@
+
+run: setup
+	$(PY) -m shoplens.pipeline --env local --demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check lib jobs tests airflow_dags setup.py
+
+cluster-up: setup
+	$(PY) -m shoplens.cluster up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) -m shoplens.cluster down; fi
+
+package: setup
+	$(PY) -m shoplens.package --out $(ROOT)/dist
+
+# Regenerates the lock files from the environments as installed (after changing requirements/*.txt).
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -viE '^(horovod|shoplens)==' > requirements/spark.lock
+	$(AIRFLOW_VENV)/bin/python -m pip freeze --exclude-editable > requirements/airflow.lock
+
+clean: cluster-down
+	rm -rf $(STAMPS) $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) $(ROOT)/.m2 $(ROOT)/dist $(ROOT)/data $(ROOT)/var

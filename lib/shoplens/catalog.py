@@ -1,0 +1,99 @@
+"""The tables ShopLens owns: where each lives and how it is registered into a session's catalog.
+
+Tables are path-based Delta tables at ``<warehouse>/<layer>/<name>``. Each session registers the
+ones that exist as ``<layer>.<name>`` in its own in-memory catalog, so SQL works in every process
+without a shared (Derby) metastore; on a cluster with a real metastore the same locations apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from shoplens import schemas as S
+from shoplens.config import Config
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: its qualified name, schema, partition columns and what one row is."""
+
+    name: str
+    schema: T.StructType
+    partition_by: tuple[str, ...]
+    grain: str
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".")[1]
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+    def location(self, cfg: Config) -> str:
+        return f"{cfg.paths.warehouse.rstrip('/')}/{self.layer}/{self.short_name}"
+
+    def conform(self, df: DataFrame) -> DataFrame:
+        """Returns ``df`` with exactly this table's columns, in order, cast to its types."""
+        return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in self.schema.fields])
+
+
+BRONZE_EVENTS = TableSpec(
+    "bronze.events",
+    S.BRONZE_EVENTS,
+    (S.RUN_DATE,),
+    "one row per well-formed landing line, as landed; key (run_date, source_file, raw_line)",
+)
+QUARANTINE = TableSpec(
+    "silver.quarantine",
+    S.QUARANTINE,
+    (S.RUN_DATE,),
+    "one row per rejected record; (run_date, stage) is the slice a job rewrites",
+)
+QUALITY_RESULTS = TableSpec(
+    "ops.quality_results",
+    S.QUALITY_RESULTS,
+    (S.RUN_DATE,),
+    "one row per (run_date, table_name, suite, expectation, column)",
+)
+
+TABLES: tuple[TableSpec, ...] = (BRONZE_EVENTS, QUARANTINE, QUALITY_RESULTS)
+LAYERS = ("bronze", "silver", "gold", "ops")
+
+
+def table_spec(name: str) -> TableSpec:
+    """Returns the spec of a qualified table name such as ``bronze.events``."""
+    for spec in TABLES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown table {name!r}; known: {', '.join(t.name for t in TABLES)}")
+
+
+def table_exists(spark: SparkSession, location: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, location))
+
+
+def register_table(spark: SparkSession, spec: TableSpec, cfg: Config) -> None:
+    """Registers one existing table as ``<layer>.<name>``; a no-op when already registered."""
+    location = spec.location(cfg).replace("'", "\\'")
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {spec.layer}")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {spec.name} USING DELTA LOCATION '{location}'")
+
+
+def register_tables(spark: SparkSession, cfg: Config) -> list[TableSpec]:
+    """Registers every known table that exists under the warehouse; returns those registered."""
+    registered = []
+    for spec in TABLES:
+        if table_exists(spark, spec.location(cfg)):
+            register_table(spark, spec, cfg)
+            registered.append(spec)
+    return registered

@@ -1,0 +1,205 @@
+"""Configuration: YAML under ``conf/`` (a base plus one environment overlay), validated once.
+
+``load_config("local")`` reads ``conf/base.yaml``, merges ``conf/local.yaml`` over it key by key,
+applies ``key.path=value`` overrides, and builds frozen dataclasses that reject unknown and missing
+keys. Relative paths are resolved against the project root, the parent of the conf folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENVIRONMENTS = ("local", "cluster")
+CONF_DIR_ENV_VAR = "SHOPLENS_CONF_DIR"
+_REMOTE_SCHEMES = ("hdfs://", "s3a://", "s3://", "gs://", "abfss://", "file:/", "dbfs:/")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is missing, malformed or names an unknown key."""
+
+
+@dataclass(frozen=True)
+class ShopConfig:
+    timezone: str
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    landing: str
+    warehouse: str
+    jars_dir: str
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_malformed_share: float
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    min_valid_share: float
+
+
+@dataclass(frozen=True)
+class HorovodConfig:
+    num_proc: int
+    start_timeout_s: int
+    nics: tuple[str, ...]
+    use_gpu: bool
+    threads_per_proc: int
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str
+    shop: ShopConfig
+    paths: PathsConfig
+    spark: SparkConfig
+    ingest: IngestConfig
+    quality: QualityConfig
+    horovod: HorovodConfig
+
+
+def default_conf_dir() -> Path:
+    """Returns ``$SHOPLENS_CONF_DIR`` if set, else ``./conf``."""
+    return Path(os.environ.get(CONF_DIR_ENV_VAR, "conf")).resolve()
+
+
+def load_config(
+    env: str,
+    conf_dir: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> Config:
+    """Loads and validates ``base.yaml`` merged with ``<env>.yaml`` and ``key.path=value`` overrides."""
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment {env!r}; expected one of {', '.join(ENVIRONMENTS)}")
+    conf_path = Path(conf_dir).resolve() if conf_dir else default_conf_dir()
+    raw = _read_yaml(conf_path / "base.yaml")
+    raw = _deep_merge(raw, _read_yaml(conf_path / f"{env}.yaml"))
+    for item in overrides:
+        raw = _deep_merge(raw, _parse_override(item))
+    raw["env"] = env
+    cfg = _build(Config, raw, "")
+    return _resolve_paths(cfg, conf_path.parent)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(
+            f"configuration file not found: {path} (pass --conf-dir or set {CONF_DIR_ENV_VAR})"
+        )
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    """``spark.conf.spark.driver.memory=4g`` style: the first two dotted parts of a spark.conf key
+    name the section, the rest is the Spark setting."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    parts = key.split(".")
+    if parts[:2] == ["spark", "conf"] and len(parts) > 2:
+        parts = ["spark", "conf", ".".join(parts[2:])]
+    nested: dict[str, Any] = {parts[-1]: yaml.safe_load(value) if value else ""}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        path = f"{where}.{f.name}" if where else f.name
+        if f.name not in data:
+            if f.default_factory is not dataclasses.MISSING:
+                values[f.name] = f.default_factory()
+                continue
+            raise ConfigError(f"missing configuration key {path}")
+        values[f.name] = _coerce(hints[f.name], data[f.name], path)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list")
+        return tuple(str(v) for v in value)
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping")
+        # Spark settings are strings; YAML may have parsed "8" as 8 or "true" as True.
+        return types.MappingProxyType(
+            {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        )
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if hint is int and not float(value).is_integer():
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported configuration type {hint}")
+
+
+def resolve_path(path: str, root: Path) -> str:
+    """Returns ``path`` unchanged if it is empty or a URI, else absolute against ``root``."""
+    if not path or path.startswith(_REMOTE_SCHEMES):
+        return path
+    return str((root / path).resolve())
+
+
+def _resolve_paths(cfg: Config, root: Path) -> Config:
+    paths = cfg.paths
+    resolved = PathsConfig(
+        landing=resolve_path(paths.landing, root),
+        warehouse=resolve_path(paths.warehouse, root),
+        jars_dir=resolve_path(paths.jars_dir, root),
+    )
+    return dataclasses.replace(cfg, paths=resolved)

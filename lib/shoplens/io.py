@@ -1,0 +1,94 @@
+"""All reads of landing files and all writes of tables. Every write rewrites a defined slice.
+
+A write either replaces exactly the slice a job owns (``replace_slice``: one Delta transaction with
+``replaceWhere``) so that a re-run gives the same table as one clean run, or creates the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shoplens import schemas as S
+from shoplens.catalog import TableSpec, register_table
+from shoplens.config import Config
+
+log = logging.getLogger(__name__)
+
+LANDING_FILE_GLOB = "part-*"
+
+
+class LandingNotFound(FileNotFoundError):
+    """The landing folder of a run date does not exist or holds no part files."""
+
+
+def landing_dir(cfg: Config, dataset: str, run_date: dt.date) -> str:
+    """Returns ``<landing>/<dataset>/<YYYY-MM-DD>``, the folder one run date reads."""
+    return f"{cfg.paths.landing.rstrip('/')}/{dataset}/{run_date.isoformat()}"
+
+
+def read_landing_lines(spark: SparkSession, cfg: Config, dataset: str, run_date: dt.date) -> DataFrame:
+    """Returns one row per line of the run date's landing part files.
+
+    Returns: columns ``raw_line`` (the line as landed, without its newline) and ``source_file``
+    (the part file's full path); one row per line.
+    """
+    folder = landing_dir(cfg, dataset, run_date)
+    pattern = f"{folder}/{LANDING_FILE_GLOB}"
+    if not _glob_matches(spark, pattern):
+        raise LandingNotFound(
+            f"no landing files for {dataset} on {run_date}: expected part files at {pattern} "
+            "(see docs/LANDING.md for the landing contract)"
+        )
+    # Reading the folder with a file filter (not a glob path) keeps Spark from probing the glob
+    # as a streaming-sink metadata folder and logging a FileNotFoundException.
+    reader = spark.read.option("pathGlobFilter", LANDING_FILE_GLOB)
+    return reader.text(folder).select(
+        F.col("value").alias(S.RAW_LINE),
+        F.col("_metadata.file_path").alias(S.SOURCE_FILE),
+    )
+
+
+def _glob_matches(spark: SparkSession, pattern: str) -> bool:
+    """True when the Hadoop file system of ``pattern`` (local, HDFS, S3A) has a match for it."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    path = jvm.org.apache.hadoop.fs.Path(pattern)
+    matches = path.getFileSystem(hadoop_conf).globStatus(path)
+    return matches is not None and len(matches) > 0
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"unsupported slice value {value!r}")
+
+
+def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[str, object]) -> None:
+    """Atomically replaces the rows of ``spec`` matching ``where`` with ``df`` (conformed to spec).
+
+    Every row of ``df`` must belong to the slice; Delta checks that and fails the write otherwise.
+    Creates (and registers) the table on first write.
+    """
+    condition = " AND ".join(f"`{col}` = {_sql_literal(val)}" for col, val in where.items())
+    (
+        spec.conform(df)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", condition)
+        .partitionBy(*spec.partition_by)
+        .save(spec.location(cfg))
+    )
+    register_table(df.sparkSession, spec, cfg)
+    log.info("wrote %s where %s", spec.name, condition)

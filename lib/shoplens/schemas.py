@@ -1,0 +1,105 @@
+"""Column names and table schemas: the one contract every job reads and writes.
+
+Each table's ``StructType`` lives here, and every function that produces a table ends with a
+``select`` of exactly these columns (see :func:`shoplens.catalog.TableSpec.conform`).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import types as T
+
+# --- landing contract: fields of one event line (see docs/LANDING.md) ------------------------------
+EVENT_ID = "event_id"
+EVENT_TIME = "event_time"
+EVENT_TYPE = "event_type"
+USER_ID = "user_id"
+SESSION_KEY = "session_key"
+ITEM_ID = "item_id"
+CATEGORY_ID = "category_id"
+PRICE = "price"
+QUANTITY = "quantity"
+ORDER_ID = "order_id"
+RATING = "rating"
+REVIEW_TEXT = "review_text"
+SOURCE = "source"
+
+LANDING_EVENT_FIELDS = (
+    EVENT_ID,
+    EVENT_TIME,
+    EVENT_TYPE,
+    USER_ID,
+    SESSION_KEY,
+    ITEM_ID,
+    CATEGORY_ID,
+    PRICE,
+    QUANTITY,
+    ORDER_ID,
+    RATING,
+    REVIEW_TEXT,
+    SOURCE,
+)
+REQUIRED_LANDING_EVENT_FIELDS = (EVENT_ID, EVENT_TIME, EVENT_TYPE)
+
+# --- ingest metadata ---------------------------------------------------------------------------------
+RAW_LINE = "raw_line"
+SOURCE_FILE = "source_file"
+RUN_DATE = "run_date"
+STAGE = "stage"
+REASON = "reason"
+
+# --- quality results ---------------------------------------------------------------------------------
+TABLE_NAME = "table_name"
+SUITE = "suite"
+EXPECTATION = "expectation"
+COLUMN = "column"
+SUCCESS = "success"
+ELEMENT_COUNT = "element_count"
+UNEXPECTED_COUNT = "unexpected_count"
+UNEXPECTED_PERCENT = "unexpected_percent"
+OBSERVED_VALUE = "observed_value"
+IS_GATE = "is_gate"
+DETAILS = "details"
+
+
+def _strings(*names: str) -> list[T.StructField]:
+    return [T.StructField(name, T.StringType(), True) for name in names]
+
+
+# Each landing line parsed leniently: every field as the string it landed as, nothing coerced yet.
+LANDING_EVENT_JSON = T.StructType(_strings(*LANDING_EVENT_FIELDS))
+
+BRONZE_EVENTS = T.StructType(
+    _strings(*LANDING_EVENT_FIELDS)
+    + [
+        T.StructField(RAW_LINE, T.StringType(), False),
+        T.StructField(SOURCE_FILE, T.StringType(), False),
+        T.StructField(RUN_DATE, T.DateType(), False),
+    ]
+)
+
+QUARANTINE = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(STAGE, T.StringType(), False),
+        T.StructField(SOURCE_FILE, T.StringType(), True),
+        T.StructField(REASON, T.StringType(), False),
+        T.StructField(RAW_LINE, T.StringType(), True),
+    ]
+)
+
+QUALITY_RESULTS = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(TABLE_NAME, T.StringType(), False),
+        T.StructField(SUITE, T.StringType(), False),
+        T.StructField(EXPECTATION, T.StringType(), False),
+        T.StructField(COLUMN, T.StringType(), True),
+        T.StructField(IS_GATE, T.BooleanType(), False),
+        T.StructField(SUCCESS, T.BooleanType(), False),
+        T.StructField(ELEMENT_COUNT, T.LongType(), True),
+        T.StructField(UNEXPECTED_COUNT, T.LongType(), True),
+        T.StructField(UNEXPECTED_PERCENT, T.DoubleType(), True),
+        T.StructField(OBSERVED_VALUE, T.StringType(), True),
+        T.StructField(DETAILS, T.StringType(), True),
+    ]
+)

@@ -1,0 +1,35 @@
+"""ShopLens: PySpark batch jobs for e-commerce behaviour analytics.
+
+The import package ``shoplens`` lives under ``lib/``; the thin spark-submit entry points live under
+``jobs/`` and call ``shoplens.jobs.<name>.main``. Runtime pins are in ``requirements/spark.txt``
+(and the full lock in ``requirements/spark.lock``): this file only declares what the code imports.
+"""
+
+from setuptools import find_packages, setup
+
+JOBS = ["ingest_landing"]
+
+setup(
+    name="shoplens",
+    version="0.1.0",
+    description="Nightly Spark batch suite for e-commerce behaviour analytics",
+    python_requires=">=3.10,<3.12",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    package_data={"shoplens": ["demo/fixture_landing/*/*/*"]},
+    install_requires=[
+        "pyspark>=4.0,<4.1",
+        "delta-spark>=4.0,<4.1",
+        "pyarrow>=15,<20",
+        "tensorflow-cpu>=2.15,<2.16",
+        "horovod==0.28.1",
+        "great-expectations>=1.24,<2",
+        "numpy<2",
+        "pandas<2.3",
+        "pyyaml>=6",
+    ],
+    entry_points={
+        "console_scripts": [f"shoplens-{job.replace('_', '-')}=shoplens.jobs.{job}:main" for job in JOBS]
+        + ["shoplens-tables=shoplens.tables:main"],
+    },
+)
