@@ -83,10 +83,20 @@ def table_exists(spark: SparkSession, location: str) -> bool:
 
 
 def register_table(spark: SparkSession, spec: TableSpec, cfg: Config) -> None:
-    """Registers one existing table as ``<layer>.<name>``; a no-op when already registered."""
-    location = spec.location(cfg).replace("'", "\\'")
+    """Registers one existing table as ``<layer>.<name>``; a no-op when already registered there.
+
+    A registration pointing elsewhere (another warehouse in the same session) is replaced; dropping
+    a table registered with a LOCATION removes only the catalog entry, never the data.
+    """
+    location = spec.location(cfg)
+    key = f"shoplens.registered.{spec.name}"
+    if spark.conf.get(key, None) == location:
+        return
+    quoted = location.replace("'", "\\'")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {spec.layer}")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {spec.name} USING DELTA LOCATION '{location}'")
+    spark.sql(f"DROP TABLE IF EXISTS {spec.name}")
+    spark.sql(f"CREATE TABLE {spec.name} USING DELTA LOCATION '{quoted}'")
+    spark.conf.set(key, location)
 
 
 def register_tables(spark: SparkSession, cfg: Config) -> list[TableSpec]:

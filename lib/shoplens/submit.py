@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_env_args(parser)
     parser.add_argument("--package", type=Path, default=None, help="submit from a built package (dist/)")
     parser.add_argument("--print", action="store_true", help="print the command instead of running it")
+    parser.add_argument("--write-spec", type=Path, default=None, help="write the SubmitSpec JSON here and stop")
     args = cli.parse(parser, argv)
     if args.package:
         spec = load_package_spec(args.package.resolve())
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         conf_dir = Path(args.conf_dir).resolve() if args.conf_dir else default_conf_dir()
         cfg = load_config(args.env, conf_dir, args.overrides)
         spec = spec_from_clone(cfg, conf_dir, conf_dir.parent, tuple(args.overrides))
+    if args.write_spec:
+        args.write_spec.write_text(spec.to_json())
+        return 0
     argv_ = command(spec, args.job, args.run_date.isoformat(), spark_submit_path())
     if args.print:
         print(" ".join(argv_))

@@ -1,0 +1,83 @@
+"""Shared fixtures: one local Spark session per test run, a temp warehouse, the standalone cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def local_overrides(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Config overrides that point the local environment at this test run's own folders."""
+    base = tmp_path_factory.mktemp("shoplens")
+    return [
+        f"paths.warehouse={base / 'warehouse'}",
+        f"paths.landing={base / 'landing'}",
+        "spark.conf.spark.sql.shuffle.partitions=2",
+        "spark.conf.spark.default.parallelism=2",
+    ]
+
+
+@pytest.fixture(scope="session")
+def cfg(local_overrides: list[str]):
+    from shoplens.config import load_config
+
+    return load_config("local", CONF_DIR, local_overrides)
+
+
+@pytest.fixture(scope="session")
+def spark(cfg):
+    from shoplens.session import build_session
+
+    session = build_session(cfg, "shoplens-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def fresh_cfg(tmp_path: Path, cfg):
+    """A config whose warehouse and landing folders are empty and private to one test."""
+    import dataclasses
+
+    paths = dataclasses.replace(
+        cfg.paths, warehouse=str(tmp_path / "warehouse"), landing=str(tmp_path / "landing")
+    )
+    return dataclasses.replace(cfg, paths=paths)
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster() -> Iterator[str]:
+    """The Spark standalone master URL; starts the cluster unless it runs already, and then stops it."""
+    from shoplens import cluster
+
+    layout = cluster.default_layout()
+    was_running = cluster.master_state(layout) is not None
+    url = cluster.up(layout)
+    yield url
+    if not was_running:
+        cluster.down(layout)
+
+
+@pytest.fixture()
+def fixture_landing(tmp_path: Path) -> Path:
+    """A private copy of the embedded fixture landing folder."""
+    from shoplens.demo import FIXTURE_LANDING
+
+    target = tmp_path / "landing"
+    shutil.copytree(FIXTURE_LANDING, target)
+    return target
