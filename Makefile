@@ -9,6 +9,7 @@ AIRFLOW_VENV := $(ROOT)/.venv-airflow
 PY := $(VENV)/bin/python
 STAMPS := $(ROOT)/.stamps
 JARS_DIR := $(ROOT)/.jars
+WHEELS := $(ROOT)/.wheels
 DELTA_VERSION := 4.0.0
 DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delta-storage-$(DELTA_VERSION).jar
 SPARK_HOME := $(VENV)/lib/python3.11/site-packages/pyspark
@@ -45,11 +46,16 @@ $(STAMPS)/venv: requirements/spark.lock | $(STAMPS)/python
 	$(PY) -m pip install --quiet -r requirements/spark.lock
 	touch $@
 
-# Horovod compiles against the TensorFlow installed above (--no-build-isolation, horovod issue 4039).
-$(STAMPS)/horovod: $(STAMPS)/venv
+# Horovod compiles against the TensorFlow installed above (--no-build-isolation, horovod issue 4039),
+# once, into a wheel kept in .wheels/ that both .venv and the packed environment install.
+HOROVOD_WHEEL := $(WHEELS)/horovod-0.28.1-cp311-cp311-linux_x86_64.whl
+$(HOROVOD_WHEEL): | $(STAMPS)/venv
 	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \
 	HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS=-j2 \
-		$(PY) -m pip install --quiet --no-build-isolation horovod==0.28.1
+		$(PY) -m pip wheel --quiet --no-build-isolation --no-deps horovod==0.28.1 -w $(WHEELS)
+
+$(STAMPS)/horovod: $(HOROVOD_WHEEL) $(STAMPS)/venv
+	$(PY) -m pip install --quiet --no-deps $(HOROVOD_WHEEL)
 	$(VENV)/bin/horovodrun --check-build | grep -q '\[X\] TensorFlow'
 	touch $@
 
@@ -99,4 +105,4 @@ lock:
 	$(AIRFLOW_VENV)/bin/python -m pip freeze --exclude-editable > requirements/airflow.lock
 
 clean: cluster-down
-	rm -rf $(STAMPS) $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) $(ROOT)/.m2 $(ROOT)/dist $(ROOT)/data $(ROOT)/var
+	rm -rf $(STAMPS) $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) $(WHEELS) $(ROOT)/.m2 $(ROOT)/dist $(ROOT)/data $(ROOT)/var
