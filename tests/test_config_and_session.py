@@ -1,0 +1,91 @@
+"""Configuration loading and the environment checks of the session factory."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from shoplens.config import ConfigError, load_config
+from shoplens.session import EnvironmentNotReady, check_java, delta_jar_paths, spark_conf
+from shoplens.submit import SubmitSpec, command, spec_from_clone
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_overlay_and_overrides_merge_key_by_key():
+    cfg = load_config("cluster", CONF, ["spark.conf.spark.driver.memory=3g", "horovod.num_proc=4"])
+    assert cfg.spark.master == "spark://127.0.0.1:7077"
+    assert cfg.spark.conf["spark.driver.memory"] == "3g"
+    assert cfg.spark.conf["spark.cores.max"] == "2"  # from the overlay
+    assert cfg.spark.conf["spark.ui.enabled"] == "false"  # from the base, YAML bool kept as Spark's string
+    assert cfg.horovod.num_proc == 4
+    assert cfg.paths.warehouse == str(CONF.parent / "data" / "warehouse")
+
+
+def test_remote_paths_are_kept_as_given():
+    cfg = load_config("cluster", CONF, ["paths.warehouse=s3a://bucket/shoplens/warehouse", "paths.jars_dir="])
+    assert cfg.paths.warehouse == "s3a://bucket/shoplens/warehouse"
+    assert delta_jar_paths(cfg) == []
+    assert "spark.jars" not in spark_conf(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["shop.currency=EUR"], r"shop: unknown key\(s\) currency"),
+        (["horovod.num_proc=two"], r"horovod.num_proc: expected a number"),
+        (["horovod.num_proc=1.5"], r"horovod.num_proc: expected an integer"),
+        (["horovod.use_gpu=1"], r"horovod.use_gpu: expected true or false"),
+        (["nonsense"], r"not of the form key.path=value"),
+    ],
+)
+def test_bad_configuration_is_rejected_with_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", CONF, overrides)
+
+
+def test_missing_key_and_unknown_environment_are_rejected(tmp_path):
+    (tmp_path / "base.yaml").write_text((CONF / "base.yaml").read_text().replace("  timezone: UTC\n", "  {}\n"))
+    (tmp_path / "local.yaml").write_text("")
+    with pytest.raises(ConfigError, match="missing configuration key shop.timezone|shop: expected a mapping"):
+        load_config("local", tmp_path)
+    with pytest.raises(ConfigError, match="unknown environment 'prod'"):
+        load_config("prod", CONF)
+    with pytest.raises(ConfigError, match=r"configuration file not found: .*/nowhere/base.yaml"):
+        load_config("local", tmp_path / "nowhere")
+
+
+def test_missing_delta_jars_name_the_file_and_the_fix(tmp_path):
+    cfg = load_config("local", CONF, [f"paths.jars_dir={tmp_path}"])
+    with pytest.raises(EnvironmentNotReady, match=r"delta-spark_2.13-4.0.0.jar.*make setup"):
+        delta_jar_paths(cfg)
+
+
+def test_wrong_java_names_the_fix(tmp_path, monkeypatch):
+    fake_java = tmp_path / "bin" / "java"
+    fake_java.parent.mkdir()
+    fake_java.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
+    fake_java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(EnvironmentNotReady, match=r"Spark 4 needs Java 17.*JAVA_HOME"):
+        check_java()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "absent"))
+    with pytest.raises(EnvironmentNotReady, match=r"Java 17 not found.*openjdk-17"):
+        check_java()
+
+
+def test_submit_command_carries_the_session_settings_and_the_run_date():
+    cfg = load_config("cluster", CONF, ["paths.warehouse=/tmp/wh"])
+    spec = spec_from_clone(cfg, CONF, CONF.parent, ("paths.warehouse=/tmp/wh",))
+    argv = command(spec, "ingest_landing", "2024-01-02")
+    assert argv[:5] == ["spark-submit", "--master", "spark://127.0.0.1:7077", "--deploy-mode", "client"]
+    assert argv[argv.index("--jars") + 1] == spark_conf(cfg)["spark.jars"]
+    assert argv[argv.index("--driver-memory") + 1] == "2g"
+    assert "spark.sql.session.timeZone=UTC" in argv
+    assert argv[-9:] == [
+        str(CONF.parent / "jobs" / "ingest_landing.py"),
+        "--run-date", "2024-01-02", "--env", "cluster", "--conf-dir", str(CONF), "--set", "paths.warehouse=/tmp/wh",
+    ]
+    assert SubmitSpec.from_json(spec.to_json()) == dataclasses.replace(spec, conf=dict(spec.conf))
