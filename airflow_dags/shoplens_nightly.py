@@ -1,0 +1,40 @@
+"""shoplens_nightly: the nightly ShopLens pipeline; each task spark-submits one job of the same name.
+
+Which day a run processes: the timetable makes one data interval per shop day, [D 00:00, D+1 00:00)
+in the shop's time zone, and runs it just after D ends; every job gets ``--run-date D`` (the interval's
+start as a date in the shop's time zone). Not ``@daily``: in Airflow 3 that is a trigger timetable
+whose run at D+1 00:00 has ``{{ ds }}`` = D+1. How to run it, the connection and the environment:
+docs/AIRFLOW.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG, CronDataIntervalTimetable
+from shoplens_dag_support import business_date_macro, load_spec, spark_submit_args
+
+# Must equal shop.timezone in conf/base.yaml (tests/test_airflow.py checks it).
+SHOP_TIMEZONE = "UTC"
+
+spec = load_spec()
+
+with DAG(
+    dag_id="shoplens_nightly",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=SHOP_TIMEZONE),
+    start_date=pendulum.datetime(2024, 1, 1, tz=SHOP_TIMEZONE),
+    catchup=False,
+    max_active_runs=1,  # two runs must not write the same tables at once
+    default_args={
+        # A retry re-submits the job; every job replaces its run date's slice, so that is safe.
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "execution_timeout": timedelta(hours=2),
+    },
+    user_defined_macros={"business_date": business_date_macro(SHOP_TIMEZONE)},
+    doc_md=__doc__,
+    tags=["shoplens"],
+):
+    ingest_landing = SparkSubmitOperator(task_id="ingest_landing", **spark_submit_args(spec, "ingest_landing"))
