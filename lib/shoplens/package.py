@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV_ARCHIVE = "shoplens-env.tar.gz"
 ENV_ALIAS = "environment"
 PACKED_PYTHON = f"./{ENV_ALIAS}/bin/python"
+# Executors run inside a Spark JVM that has its own JARs: pyspark's ~400 MB of JARs stay out of the
+# archive (the client-mode driver runs from the unpacked build/pack-venv, which keeps them).
+PACK_EXCLUDES = ("lib/python3.11/site-packages/pyspark/jars/*",)
 
 
 def build_zip(package_dir: Path, out: Path) -> Path:
@@ -55,18 +58,20 @@ def build_zip(package_dir: Path, out: Path) -> Path:
 
 def _lock_digest(requirements: Path, wheels: list[Path]) -> str:
     digest = hashlib.sha256(requirements.read_bytes())
-    for wheel in wheels:
-        digest.update(wheel.name.encode())
+    for item in [*(w.name for w in wheels), *PACK_EXCLUDES]:
+        digest.update(item.encode())
     return digest.hexdigest()
 
 
-def build_env_archive(out: Path, build_dir: Path, python: str) -> Path:
-    """Builds (or reuses) the clean environment and packs it with venv-pack; returns the archive."""
+def build_env_archive(build_dir: Path, python: str) -> Path:
+    """Builds the clean environment and packs it with venv-pack into ``build_dir``, or reuses the
+    archive built from the same lock file and wheels; returns the archive."""
     requirements = ROOT / "requirements" / "spark.lock"
     wheels = sorted((ROOT / ".wheels").glob("horovod-*.whl"))
     if not wheels:
         raise FileNotFoundError("no Horovod wheel in .wheels/: run `make setup` first")
     venv = build_dir / "pack-venv"
+    out = build_dir / ENV_ARCHIVE
     stamp = build_dir / "pack-venv.sha256"
     digest = _lock_digest(requirements, wheels)
     if not (stamp.is_file() and stamp.read_text() == digest and out.is_file()):
@@ -76,9 +81,10 @@ def build_env_archive(out: Path, build_dir: Path, python: str) -> Path:
         subprocess.run([*pip, "-r", str(requirements)], check=True)
         subprocess.run([*pip, "--no-deps", *map(str, wheels)], check=True)
         out.unlink(missing_ok=True)
+        excludes = [arg for pattern in PACK_EXCLUDES for arg in ("--exclude", pattern)]
         subprocess.run(
             [str(Path(sys.executable).parent / "venv-pack"), "--prefix", str(venv), "--output", str(out),
-             "--compress-level", "1", "--quiet"],
+             "--compress-level", "1", "--quiet", *excludes],
             check=True,
         )
         stamp.write_text(digest)
@@ -97,11 +103,18 @@ def build(dist: Path, build_dir: Path, python: str) -> SubmitSpec:
     shutil.copytree(ROOT / "conf", dist / "conf")
     shutil.copytree(ROOT / ".jars", dist / ".jars")
     zip_path = build_zip(ROOT / "lib" / "shoplens", dist / "shoplens.zip")
-    archive = build_env_archive(dist / ENV_ARCHIVE, build_dir, python)
+    archive = _link_or_copy(build_env_archive(build_dir, python), dist / ENV_ARCHIVE)
 
     cfg = load_config("cluster", dist / "conf")
     conf = spark_conf(cfg)
+    driver_python = str(build_dir / "pack-venv" / "bin" / "python")
     conf["spark.pyspark.python"] = PACKED_PYTHON
+    # spark.pyspark.python would also apply to the client-mode driver, which has no ./environment.
+    conf["spark.pyspark.driver.python"] = driver_python
+    # Spark puts --py-files on its Python workers' sys.path at run time, not in their PYTHONPATH;
+    # processes those workers start (Horovod's training processes) only inherit PYTHONPATH. The
+    # zip is fetched into the executor's working directory, where this relative entry resolves.
+    conf["spark.executorEnv.PYTHONPATH"] = zip_path.name
     spec = SubmitSpec(
         master=cfg.spark.master,
         env="cluster",
@@ -111,11 +124,20 @@ def build(dist: Path, build_dir: Path, python: str) -> SubmitSpec:
         py_files=(str(zip_path),),
         archives=(f"{archive}#{ENV_ALIAS}",),
         # Client mode: the driver runs here, from the same clean environment, unpacked.
-        driver_python=str(build_dir / "pack-venv" / "bin" / "python"),
+        driver_python=driver_python,
     )
     (dist / SUBMIT_JSON).write_text(spec.to_json())
     log.info("package ready in %s", dist)
     return spec
+
+
+def _link_or_copy(source: Path, target: Path) -> Path:
+    target.unlink(missing_ok=True)
+    try:
+        target.hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             step(spark, cfg, run_date)
     described = describe_tables(spark, cfg)
     print(f"\nShopLens tables under {cfg.paths.warehouse}:\n{format_table(described)}")
-    print("Query them with `make sql` or see README.md, 'Querying the tables'.")
+    print('Query them with: .venv/bin/python -m shoplens.sql "SELECT ... FROM bronze.events" (README.md)')
     print(json.dumps(described, sort_keys=True))
     return 0
 

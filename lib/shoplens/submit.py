@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse(parser, argv)
     if args.package:
         spec = load_package_spec(args.package.resolve())
+        spec = dataclasses.replace(spec, overrides=(*spec.overrides, *args.overrides))
     else:
         conf_dir = Path(args.conf_dir).resolve() if args.conf_dir else default_conf_dir()
         cfg = load_config(args.env, conf_dir, args.overrides)

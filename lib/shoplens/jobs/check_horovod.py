@@ -66,6 +66,9 @@ def train_tiny(epochs: int, rows_per_rank: int, batch_size: int, seed: int) -> d
         "size": size,
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
+        # The interpreter, and so the environment, the training ran in (the packed one on a cluster).
+        "python": sys.executable,
+        "tensorflow_file": tf.__file__,
         "initial_weights_sha256": initial_sha,
         "initial_weights_sum": initial_sum,
         "weights_sha256": final_sha,
