@@ -114,6 +114,12 @@ def up(layout: ClusterLayout | None = None, timeout_s: float = 90) -> str:
     """Starts the master and one worker (no-op for those already running); returns the master URL
     once a worker has registered."""
     layout = layout or default_layout()
+    state = master_state(layout)
+    if state and state.get("aliveworkers", 0) >= 1:
+        # A cluster already answers on these ports (started from another folder): use it rather
+        # than start daemons that would fail to bind, or bind to the next free port.
+        log.info("using the cluster already running at %s", layout.master_url)
+        return layout.master_url
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     (layout.state_dir / "work").mkdir(exist_ok=True)
     _start(
