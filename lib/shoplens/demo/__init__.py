@@ -1,9 +1,17 @@
-"""The embedded demo shop. For now a small hand-checked landing fixture (``fixture_landing/``)."""
+"""The embedded demo shop.
+
+Two sources of landing files: :func:`generate`, the generated shop with its planted ground truth
+(:mod:`shoplens.demo.generator`), and a small hand-checked landing fixture (``fixture_landing/``).
+"""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+from shoplens.demo.generator import generate
+
+__all__ = ["FIXTURE_LANDING", "fixture_dates", "generate", "seed_landing"]
 
 FIXTURE_LANDING = Path(__file__).parent / "fixture_landing"
 
