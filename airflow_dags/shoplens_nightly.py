@@ -38,3 +38,10 @@ with DAG(
     tags=["shoplens"],
 ):
     ingest_landing = SparkSubmitOperator(task_id="ingest_landing", **spark_submit_args(spec, "ingest_landing"))
+    # The pseudonymisation key reaches the job through the worker's environment
+    # (SHOPLENS_PSEUDONYM_KEY or SHOPLENS_PSEUDONYM_KEY_FILE), never through the DAG.
+    build_silver_events = SparkSubmitOperator(
+        task_id="build_silver_events", **spark_submit_args(spec, "build_silver_events")
+    )
+
+    ingest_landing >> build_silver_events

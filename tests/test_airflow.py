@@ -9,6 +9,8 @@ the DAG itself must wire the Spark environment's interpreter.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -203,12 +205,17 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
 ) -> None:
     from shoplens import cluster
     from shoplens import schemas as S
-    from shoplens.catalog import BRONZE_EVENTS, QUARANTINE
+    from shoplens.catalog import BRONZE_EVENTS, QUARANTINE, SILVER_EVENTS
     from shoplens.config import load_config
     from shoplens.demo import seed_landing
 
     assert seed_landing(str(workspace / "landing")) == ["2024-01-01", "2024-01-02"]
-    env = {**airflow_env, "AIRFLOW_CONN_SHOPLENS_SPARK": f"{standalone_cluster}?deploy-mode=client"}
+    env = {
+        **airflow_env,
+        "AIRFLOW_CONN_SHOPLENS_SPARK": f"{standalone_cluster}?deploy-mode=client",
+        # The worker's secret reaches the silver job through spark-submit's environment.
+        "SHOPLENS_PSEUDONYM_KEY": "airflow-test-key",
+    }
 
     # `dags test <T>` makes a manual run with logical date T; its data interval is the last shop day
     # that ended at or before T, here 2024-01-02.
@@ -218,11 +225,14 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
     )
 
     assert code == 0 and not aborted, f"{aborted}\n{out[-8000:]}"
-    # The job ran as an application of the standalone cluster, for 2024-01-02.
-    app_id = re.search(r"Connected to Spark cluster with app ID (app-[0-9-]+)", out)
-    assert app_id, out[-8000:]
+    # Each job ran as an application of the standalone cluster, for 2024-01-02, in order.
+    app_ids = re.findall(r"Connected to Spark cluster with app ID (app-[0-9-]+)", out)
+    assert len(app_ids) == 2, out[-8000:]
     apps = {app["id"]: app for app in cluster.master_state(cluster.default_layout())["completedapps"]}
-    assert apps[app_id.group(1)]["name"] == "shoplens.ingest_landing 2024-01-02"
+    assert [apps[app_id]["name"] for app_id in app_ids] == [
+        "shoplens.ingest_landing 2024-01-02",
+        "shoplens.build_silver_events 2024-01-02",
+    ]
 
     spark = request.getfixturevalue("spark")  # only now: no local JVM while the cluster job runs
     cfg = load_config("cluster", CONF_DIR, [f"paths.warehouse={workspace / 'warehouse'}"])
@@ -233,3 +243,7 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
     assert [(r[S.RUN_DATE], r[S.REASON]) for r in quarantine.select(S.RUN_DATE, S.REASON).collect()] == [
         (dt.date(2024, 1, 2), "malformed_json")
     ]
+    silver = spark.read.format("delta").load(SILVER_EVENTS.location(cfg))
+    assert silver.count() == 36
+    pseudonym = hmac.new(b"airflow-test-key", b"u1", hashlib.sha256).hexdigest()
+    assert pseudonym in {r[S.USER_ID] for r in silver.select(S.USER_ID).distinct().collect()}

@@ -18,7 +18,7 @@ def test_describe_tables_lists_location_version_and_rows(spark, fresh_cfg, fixtu
     ingest_landing.run(spark, fresh_cfg, dt.date(2024, 1, 1))
     ingest_landing.run(spark, fresh_cfg, dt.date(2024, 1, 1))
     described = describe_tables(spark, fresh_cfg)
-    assert set(described) == {"bronze.events", "silver.quarantine", "ops.quality_results"}
+    assert set(described) == {"bronze.events", "silver.quarantine", "ops.quality_results"}  # no silver run yet
     assert described["bronze.events"] == {
         "location": f"{fresh_cfg.paths.warehouse}/bronze/events",
         "version": 1,
@@ -37,4 +37,6 @@ def test_demo_pipeline_runs_every_demo_date_and_ends_with_a_json_summary(tmp_pat
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["bronze.events"]["rows"] == 60
     assert summary["silver.quarantine"]["rows"] == 1
+    assert summary["silver.events"]["rows"] == 60
+    assert summary["silver.duplicates"]["rows"] == 0
     assert summary["bronze.events"]["location"] == str(tmp_path / "wh" / "bronze" / "events")

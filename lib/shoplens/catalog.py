@@ -64,7 +64,28 @@ QUALITY_RESULTS = TableSpec(
     "one row per (run_date, table_name, suite, expectation, column)",
 )
 
-TABLES: tuple[TableSpec, ...] = (BRONZE_EVENTS, QUARANTINE, QUALITY_RESULTS)
+SILVER_EVENTS = TableSpec(
+    "silver.events",
+    S.SILVER_EVENTS,
+    (S.EVENT_DATE,),
+    "one row per distinct event (event_id), typed, canonical type, pseudonymised user",
+)
+SILVER_REVIEWS = TableSpec(
+    "silver.reviews",
+    S.SILVER_REVIEWS,
+    (S.EVENT_DATE,),
+    "one row per review event (event_id) with its rating and text",
+)
+DUPLICATES = TableSpec(
+    "silver.duplicates",
+    S.DUPLICATES,
+    (S.RUN_DATE,),
+    "one row per dropped re-delivery of an event already accepted; key (run_date, source_file, raw_line)",
+)
+
+TABLES: tuple[TableSpec, ...] = (
+    BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
+)
 LAYERS = ("bronze", "silver", "gold", "ops")
 
 

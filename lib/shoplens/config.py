@@ -51,6 +51,19 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class SilverConfig:
+    late_days: int
+    future_tolerance_minutes: int
+    max_reject_share: float
+
+
+@dataclass(frozen=True)
+class BotsConfig:
+    max_events_per_hour: int
+    max_events_per_day: int
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     min_valid_share: float
 
@@ -71,6 +84,8 @@ class Config:
     paths: PathsConfig
     spark: SparkConfig
     ingest: IngestConfig
+    silver: SilverConfig
+    bots: BotsConfig
     quality: QualityConfig
     horovod: HorovodConfig
 

@@ -14,20 +14,27 @@ import logging
 import sys
 
 from shoplens import cli, demo
-from shoplens.jobs import ingest_landing
+from shoplens.jobs import build_silver_events, ingest_landing
 from shoplens.session import build_session
 from shoplens.tables import describe_tables, format_table
 
 log = logging.getLogger(__name__)
 
 # The nightly jobs in dependency order; the Airflow DAG chains the same names.
-STEPS = (("ingest_landing", ingest_landing.run),)
+STEPS = (
+    ("ingest_landing", lambda spark, cfg, run_date, demo: ingest_landing.run(spark, cfg, run_date)),
+    ("build_silver_events", build_silver_events.run),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-date", type=cli.run_date_arg, default=None)
-    parser.add_argument("--demo", action="store_true", help="seed the embedded demo shop and run its dates")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed the embedded demo shop, run its dates, pseudonymise with the published demo key",
+    )
     cli.add_env_args(parser)
     args = cli.parse(parser, argv)
     if not args.demo and args.run_date is None:
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     for run_date in dates:
         for name, step in STEPS:
             log.info("running %s for %s", name, run_date)
-            step(spark, cfg, run_date)
+            step(spark, cfg, run_date, args.demo)
     described = describe_tables(spark, cfg)
     print(f"\nShopLens tables under {cfg.paths.warehouse}:\n{format_table(described)}")
     print('Query them with: .venv/bin/python -m shoplens.sql "SELECT ... FROM bronze.events" (README.md)')

@@ -40,6 +40,11 @@ LANDING_EVENT_FIELDS = (
 )
 REQUIRED_LANDING_EVENT_FIELDS = (EVENT_ID, EVENT_TIME, EVENT_TYPE)
 
+# --- silver ---------------------------------------------------------------------------------------
+EVENT_DATE = "event_date"
+SOURCE_EVENT_TYPE = "source_event_type"
+IS_BOT = "is_bot"
+
 # --- ingest metadata ---------------------------------------------------------------------------------
 RAW_LINE = "raw_line"
 SOURCE_FILE = "source_file"
@@ -101,5 +106,52 @@ QUALITY_RESULTS = T.StructType(
         T.StructField(UNEXPECTED_PERCENT, T.DoubleType(), True),
         T.StructField(OBSERVED_VALUE, T.StringType(), True),
         T.StructField(DETAILS, T.StringType(), True),
+    ]
+)
+
+
+SILVER_EVENTS = T.StructType(
+    [
+        T.StructField(EVENT_ID, T.StringType(), False),
+        T.StructField(EVENT_TIME, T.TimestampType(), False),
+        T.StructField(EVENT_DATE, T.DateType(), False),
+        T.StructField(EVENT_TYPE, T.StringType(), False),
+        T.StructField(SOURCE_EVENT_TYPE, T.StringType(), False),
+        # HMAC-SHA256 pseudonym of the shop's user id (hex); null for anonymous events.
+        T.StructField(USER_ID, T.StringType(), True),
+        T.StructField(SESSION_KEY, T.StringType(), True),
+        T.StructField(ITEM_ID, T.StringType(), False),
+        T.StructField(CATEGORY_ID, T.StringType(), True),
+        T.StructField(PRICE, T.DecimalType(18, 2), True),
+        T.StructField(QUANTITY, T.IntegerType(), True),
+        T.StructField(ORDER_ID, T.StringType(), True),
+        T.StructField(RATING, T.IntegerType(), True),
+        T.StructField(SOURCE, T.StringType(), True),
+        T.StructField(IS_BOT, T.BooleanType(), False),
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(SOURCE_FILE, T.StringType(), True),
+    ]
+)
+
+SILVER_REVIEWS = T.StructType(
+    [
+        T.StructField(EVENT_ID, T.StringType(), False),
+        T.StructField(EVENT_TIME, T.TimestampType(), False),
+        T.StructField(EVENT_DATE, T.DateType(), False),
+        T.StructField(USER_ID, T.StringType(), True),
+        T.StructField(ITEM_ID, T.StringType(), False),
+        T.StructField(RATING, T.IntegerType(), False),
+        T.StructField(REVIEW_TEXT, T.StringType(), True),
+        T.StructField(IS_BOT, T.BooleanType(), False),
+        T.StructField(RUN_DATE, T.DateType(), False),
+    ]
+)
+
+DUPLICATES = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(EVENT_ID, T.StringType(), False),
+        T.StructField(SOURCE_FILE, T.StringType(), True),
+        T.StructField(RAW_LINE, T.StringType(), True),
     ]
 )
