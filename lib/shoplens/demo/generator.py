@@ -11,9 +11,10 @@ Writes, under ``--out``:
 
 Same arguments, same bytes: every random draw comes from a numpy PCG64 stream addressed by
 (seed, purpose, cohort), where a cohort is a fixed run of :data:`COHORT_USERS` users, and ids are
-keyed hashes of (user, position). ``--block-users`` only sets how many users are buffered before
-one append per part file, so memory is bounded by it, not by ``--events``, and the output does not
-depend on it. Users are generated cohort after cohort until the valid events reach the target.
+keyed hashes of (user, position). ``--block-users`` only sets how many users (or 40 times as many
+lines) are buffered before one append per part file, so memory is bounded by it and by the capped
+catalogue, not by ``--events``, and the output does not depend on it. Users are generated cohort
+after cohort until the valid events reach the target. See README.md beside this module.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 COHORT_USERS = 128
 DEFAULT_BLOCK_USERS = 4096
+# A write block ends after block_users users or block_users * LINES_PER_USER lines, whichever first.
+LINES_PER_USER = 40
 ZIPF_EXPONENT = 1.0
 FOLLOW_PROBABILITY = 0.35
 INACTIVITY_RULE_MINUTES = 30
@@ -197,6 +200,7 @@ class _Sink:
         self.totals = _Totals(days)
         self._buffer: list[Encoded] = []
         self._buffered_users = 0
+        self._buffered_lines = 0
 
     def add(self, sim: Simulated, dirt_rng: np.random.Generator, first_user: int, n_users: int) -> None:
         parts = self.writer.parts
@@ -207,12 +211,14 @@ class _Sink:
         self._buffer.append(self.formatter.encode(sim, landed, parts))
         self.users.write(first_user, sim.users)
         self._buffered_users += n_users
-        if self._buffered_users >= self.block_users:
+        self._buffered_lines += sim.size
+        # Bots have thousands of events each: a block is also cut by lines, so memory stays bounded.
+        if self._buffered_users >= self.block_users or self._buffered_lines >= self.block_users * LINES_PER_USER:
             self.flush()
 
     def flush(self) -> None:
         self.writer.write(self._buffer)
-        self._buffer, self._buffered_users = [], 0
+        self._buffer, self._buffered_users, self._buffered_lines = [], 0, 0
 
 
 def generate(
