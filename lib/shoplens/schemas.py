@@ -42,6 +42,10 @@ REQUIRED_LANDING_EVENT_FIELDS = (EVENT_ID, EVENT_TIME, EVENT_TYPE)
 
 # --- silver ---------------------------------------------------------------------------------------
 EVENT_DATE = "event_date"
+# Which feed a silver row came from: "landing" for the nightly landing contract, the adapter's
+# format name ("taobao", "online_retail", ...) for bulk historical imports. Each owns its rows.
+DATASET = "dataset"
+DATASET_LANDING = "landing"
 SOURCE_EVENT_TYPE = "source_event_type"
 IS_BOT = "is_bot"
 
@@ -128,6 +132,7 @@ SILVER_EVENTS = T.StructType(
         T.StructField(RATING, T.IntegerType(), True),
         T.StructField(SOURCE, T.StringType(), True),
         T.StructField(IS_BOT, T.BooleanType(), False),
+        T.StructField(DATASET, T.StringType(), False),
         T.StructField(RUN_DATE, T.DateType(), False),
         T.StructField(SOURCE_FILE, T.StringType(), True),
     ]
@@ -143,6 +148,7 @@ SILVER_REVIEWS = T.StructType(
         T.StructField(RATING, T.IntegerType(), False),
         T.StructField(REVIEW_TEXT, T.StringType(), True),
         T.StructField(IS_BOT, T.BooleanType(), False),
+        T.StructField(DATASET, T.StringType(), False),
         T.StructField(RUN_DATE, T.DateType(), False),
     ]
 )

@@ -35,9 +35,9 @@ def with_delivery_rank(valid: DataFrame) -> DataFrame:
     return valid.withColumn(DELIVERY_RANK, F.row_number().over(first_delivery))
 
 
-def silver_event_rows(kept: DataFrame, key: bytes, timezone: str) -> DataFrame:
+def silver_event_rows(kept: DataFrame, key: bytes, timezone: str, dataset: str) -> DataFrame:
     """Projects first deliveries of valid rows onto silver.events' columns (``is_bot`` not yet set)
-    plus ``review_text``; the user id becomes its keyed pseudonym.
+    plus ``review_text``; the user id becomes its keyed pseudonym; ``dataset`` names the feed.
 
     Returns: one row per event_id.
     """
@@ -56,6 +56,7 @@ def silver_event_rows(kept: DataFrame, key: bytes, timezone: str) -> DataFrame:
         F.nullif(F.trim(F.col(S.ORDER_ID)), F.lit("")).alias(S.ORDER_ID),
         F.when(F.col(CANONICAL_TYPE) == REVIEW, F.col(TYPED_RATING)).alias(S.RATING),
         F.col(S.SOURCE),
+        F.lit(dataset).alias(S.DATASET),
         S.RUN_DATE,
         S.SOURCE_FILE,
         F.when(F.col(CANONICAL_TYPE) == REVIEW, F.col(S.REVIEW_TEXT)).alias(S.REVIEW_TEXT),
@@ -86,7 +87,8 @@ def with_is_bot(events: DataFrame, bots: BotsConfig) -> DataFrame:
 def review_rows(events: DataFrame) -> DataFrame:
     """Returns: one row per review event (silver.reviews' columns)."""
     return events.where(F.col(S.EVENT_TYPE) == REVIEW).select(
-        S.EVENT_ID, S.EVENT_TIME, S.EVENT_DATE, S.USER_ID, S.ITEM_ID, S.RATING, S.REVIEW_TEXT, S.IS_BOT, S.RUN_DATE
+        S.EVENT_ID, S.EVENT_TIME, S.EVENT_DATE, S.USER_ID, S.ITEM_ID, S.RATING, S.REVIEW_TEXT, S.IS_BOT,
+        S.DATASET, S.RUN_DATE,
     )
 
 

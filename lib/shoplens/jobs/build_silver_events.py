@@ -73,7 +73,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, demo: bool = False)
         )
         ranked = silver.with_delivery_rank(staged.where(F.col(S.REASON).isNull()))
         events = (
-            silver.silver_event_rows(ranked.where(F.col(silver.DELIVERY_RANK) == 1), key, cfg.shop.timezone)
+            silver.silver_event_rows(
+                ranked.where(F.col(silver.DELIVERY_RANK) == 1), key, cfg.shop.timezone, S.DATASET_LANDING
+            )
             .where(F.col(S.EVENT_DATE).between(window_start, run_date))
             .transform(lambda df: silver.with_is_bot(df, cfg.bots))
             .persist(StorageLevel.MEMORY_AND_DISK)
@@ -93,7 +95,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, demo: bool = False)
             )
             _check_reject_shares(summary, cfg)
             report.raise_for_gates()
-            window = {S.EVENT_DATE: (window_start, run_date)}
+            # Bulk imports of other datasets may share these dates: each feed owns only its rows.
+            window = {S.EVENT_DATE: (window_start, run_date), S.DATASET: S.DATASET_LANDING}
             replace_slice(events, catalog.SILVER_EVENTS, cfg, window)
             replace_slice(silver.review_rows(events), catalog.SILVER_REVIEWS, cfg, window)
         finally:
