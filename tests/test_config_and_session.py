@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from shoplens.config import ConfigError, load_config
 from shoplens.session import EnvironmentNotReady, check_java, delta_jar_paths, spark_conf
 from shoplens.submit import SubmitSpec, command, spec_from_clone

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from shoplens import schemas as S
 from shoplens.demo import generate
 from shoplens.demo.words import NEGATIVE_WORDS, POSITIVE_WORDS

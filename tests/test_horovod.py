@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from shoplens import distributed, submit
 from shoplens.config import load_config
 from shoplens.jobs import check_horovod

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
+
 from shoplens import catalog
 from shoplens import schemas as S
 from shoplens.ingest.landing import bronze_events, rejected_lines, with_parse_result

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
+
 from shoplens import catalog, package, submit
 from shoplens import schemas as S
 from shoplens.demo import FIXTURE_LANDING

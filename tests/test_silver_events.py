@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
+
 from shoplens import catalog
 from shoplens import schemas as S
 from shoplens.ingest import rules
