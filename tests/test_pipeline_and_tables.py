@@ -27,16 +27,18 @@ def test_describe_tables_lists_location_version_and_rows(spark, fresh_cfg, fixtu
     assert described["silver.quarantine"]["rows"] == 0
 
 
-def test_demo_pipeline_runs_every_demo_date_and_ends_with_a_json_summary(tmp_path):
+def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_summary(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "shoplens.pipeline", "--env", "local", "--demo", "--conf-dir", str(CONF_DIR),
+         "--demo-days", "4", "--demo-events", "3000",
          "--set", f"paths.warehouse={tmp_path / 'wh'}", "--set", f"paths.landing={tmp_path / 'landing'}"],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "PUBLISHED DEMO KEY" in result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["bronze.events"]["rows"] == 60
-    assert summary["silver.quarantine"]["rows"] == 1
-    assert summary["silver.events"]["rows"] == 60
-    assert summary["silver.duplicates"]["rows"] == 0
+    truth = json.loads((tmp_path / "landing" / "_truth" / "manifest.json").read_text())["totals"]
+    assert summary["bronze.events"]["rows"] == truth["lines"] - truth["malformed_json"]
+    assert summary["silver.events"]["rows"] == truth["clean_events"] + truth["late_within_window"]
+    assert summary["silver.duplicates"]["rows"] == truth["duplicate"]
     assert summary["bronze.events"]["location"] == str(tmp_path / "wh" / "bronze" / "events")

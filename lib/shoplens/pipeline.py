@@ -1,7 +1,9 @@
 """``python -m shoplens.pipeline``: the nightly pipeline in one local Spark session (``make run``).
 
-With ``--demo`` it first seeds the landing folder with the embedded demo shop and runs every demo
-date in order; otherwise it runs the given ``--run-date``. Each step is the job's own ``run``, the
+With ``--demo`` it first generates the demo shop (``shoplens.demo.generate``: a few weeks of landing
+files with planted dirt and their ground truth under ``<landing>/_truth``) and runs every landing
+date in order, pseudonymising with the published demo key; otherwise it runs the given
+``--run-date``. Each step is the job's own ``run``, the
 same function spark-submit and Airflow run, so a local run and a cluster run compute the same.
 """
 
@@ -35,14 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="seed the embedded demo shop, run its dates, pseudonymise with the published demo key",
     )
+    parser.add_argument("--demo-start", default="2024-01-01", help="first day of the demo shop")
+    parser.add_argument("--demo-days", type=int, default=21, help="days of demo landing files")
+    parser.add_argument("--demo-events", type=int, default=50_000, help="about this many demo events")
+    parser.add_argument("--demo-seed", type=int, default=42)
     cli.add_env_args(parser)
     args = cli.parse(parser, argv)
     if not args.demo and args.run_date is None:
         parser.error("give --run-date, or --demo to run the embedded demo shop")
     cfg = cli.load_job_config(args)
     if args.demo:
-        dates = [dt.date.fromisoformat(d) for d in demo.seed_landing(cfg.paths.landing)]
-        log.info("demo shop seeded under %s: run dates %s", cfg.paths.landing, [str(d) for d in dates])
+        manifest = demo.generate(
+            cfg.paths.landing, args.demo_start, args.demo_days, args.demo_events, args.demo_seed, overwrite=True
+        )
+        dates = [dt.date.fromisoformat(d) for d in manifest["landing_dates"]]
+        log.info("demo shop generated under %s: %d landing dates", cfg.paths.landing, len(dates))
     else:
         dates = [args.run_date]
     spark = build_session(cfg, "shoplens.pipeline")
