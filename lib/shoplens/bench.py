@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     result["machine"] = machine()
-    result["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")  # when measured, not business data
+    result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")  # when measured, not business data
     print(json.dumps(result, sort_keys=True))
     return 0
 
