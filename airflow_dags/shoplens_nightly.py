@@ -44,4 +44,9 @@ with DAG(
         task_id="build_silver_events", **spark_submit_args(spec, "build_silver_events")
     )
 
+    build_silver_items = SparkSubmitOperator(
+        task_id="build_silver_items", **spark_submit_args(spec, "build_silver_items")
+    )
+
     ingest_landing >> build_silver_events
+    build_silver_items

@@ -41,4 +41,6 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     assert summary["bronze.events"]["rows"] == truth["lines"] - truth["malformed_json"]
     assert summary["silver.events"]["rows"] == truth["clean_events"] + truth["late_within_window"]
     assert summary["silver.duplicates"]["rows"] == truth["duplicate"]
+    items = json.loads((tmp_path / "landing" / "_truth" / "manifest.json").read_text())["items"]
+    assert summary["silver.items"]["rows"] == items["rows_per_date"]["2024-01-01"]
     assert summary["bronze.events"]["location"] == str(tmp_path / "wh" / "bronze" / "events")

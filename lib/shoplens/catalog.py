@@ -76,15 +76,22 @@ SILVER_REVIEWS = TableSpec(
     (S.EVENT_DATE,),
     "one row per review event (event_id) with its rating and text",
 )
+SILVER_ITEMS = TableSpec(
+    "silver.items",
+    S.SILVER_ITEMS,
+    (),
+    "one row per item (item_id): its latest catalogue attributes",
+)
 DUPLICATES = TableSpec(
     "silver.duplicates",
     S.DUPLICATES,
     (S.RUN_DATE,),
-    "one row per dropped re-delivery of an event already accepted; key (run_date, source_file, raw_line)",
+    "one row per dropped re-delivery of an event already accepted; key (run_date, dataset, source_file, "
+    "raw_line); (run_date, dataset) is the slice a nightly run rewrites",
 )
 
 TABLES: tuple[TableSpec, ...] = (
-    BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
+    BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

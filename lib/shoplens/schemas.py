@@ -40,6 +40,13 @@ LANDING_EVENT_FIELDS = (
 )
 REQUIRED_LANDING_EVENT_FIELDS = (EVENT_ID, EVENT_TIME, EVENT_TYPE)
 
+# --- landing contract: fields of one catalogue line (items/<date>/part-*) ----------------------------
+BRAND = "brand"
+TITLE = "title"
+LISTED_DATE = "listed_date"
+LANDING_ITEM_FIELDS = (ITEM_ID, CATEGORY_ID, BRAND, PRICE, TITLE, LISTED_DATE)
+UPDATED_ON = "updated_on"
+
 # --- silver ---------------------------------------------------------------------------------------
 EVENT_DATE = "event_date"
 # Which feed a silver row came from: "landing" for the nightly landing contract, the adapter's
@@ -156,8 +163,24 @@ SILVER_REVIEWS = T.StructType(
 DUPLICATES = T.StructType(
     [
         T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
         T.StructField(EVENT_ID, T.StringType(), False),
         T.StructField(SOURCE_FILE, T.StringType(), True),
         T.StructField(RAW_LINE, T.StringType(), True),
+    ]
+)
+
+
+SILVER_ITEMS = T.StructType(
+    [
+        T.StructField(ITEM_ID, T.StringType(), False),
+        T.StructField(CATEGORY_ID, T.StringType(), True),
+        T.StructField(BRAND, T.StringType(), True),
+        T.StructField(TITLE, T.StringType(), True),
+        T.StructField(PRICE, T.DecimalType(18, 2), True),
+        T.StructField(LISTED_DATE, T.DateType(), True),
+        # The landing date of the catalogue line these attributes come from.
+        T.StructField(UPDATED_ON, T.DateType(), False),
+        T.StructField(SOURCE_FILE, T.StringType(), True),
     ]
 )

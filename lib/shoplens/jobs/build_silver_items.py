@@ -1,0 +1,84 @@
+"""build_silver_items: the catalogue lines landed on a run date → ``silver.items`` (MERGE on item_id).
+
+Catalogue files land only on days the catalogue changes (``<landing>/items/<date>/part-*``, see
+docs/LANDING.md): a date without them changes nothing. Each item keeps the attributes of its latest
+landing date: a re-run, or a run of an older date after a newer one, never reverts an item.
+Rejected lines go to ``silver.quarantine`` (stage ``items``) with their reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from shoplens import catalog, cli
+from shoplens import schemas as S
+from shoplens.config import Config
+from shoplens.ingest.items import STAGE_ITEMS, with_item_fields
+from shoplens.io import LandingNotFound, read_landing_lines, replace_slice
+from shoplens.session import build_session
+
+log = logging.getLogger(__name__)
+
+DATASET = "items"
+
+
+def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, int]:
+    """Merges the run date's catalogue lines; returns counts (lines, merged, quarantined)."""
+    try:
+        lines = read_landing_lines(spark, cfg, DATASET, run_date)
+    except LandingNotFound:
+        log.info("no catalogue lines landed on %s: silver.items unchanged", run_date)
+        return {"lines": 0, "merged": 0, "quarantined": 0}
+    staged = with_item_fields(lines, run_date).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {row[S.REASON]: row["count"] for row in staged.groupBy(S.REASON).count().collect()}
+        items = catalog.SILVER_ITEMS.conform(staged.where(F.col(S.REASON).isNull()))
+        _merge_latest(spark, cfg, items)
+        rejected = staged.where(F.col(S.REASON).isNotNull()).select(
+            F.lit(run_date).alias(S.RUN_DATE), F.lit(STAGE_ITEMS).alias(S.STAGE), S.SOURCE_FILE, S.REASON, S.RAW_LINE
+        )
+        replace_slice(rejected, catalog.QUARANTINE, cfg, {S.RUN_DATE: run_date, S.STAGE: STAGE_ITEMS})
+    finally:
+        staged.unpersist()
+    summary = {
+        "lines": sum(counts.values()),
+        "merged": counts.get(None, 0),
+        "quarantined": sum(n for reason, n in counts.items() if reason is not None),
+    }
+    log.info("catalogue of %s: %s", run_date, summary)
+    return summary
+
+
+def _merge_latest(spark: SparkSession, cfg: Config, items) -> None:
+    location = catalog.SILVER_ITEMS.location(cfg)
+    if not catalog.table_exists(spark, location):
+        # An empty table first, so the first landing goes through the same MERGE as every other.
+        spark.createDataFrame([], catalog.SILVER_ITEMS.schema).write.format("delta").save(location)
+        catalog.register_table(spark, catalog.SILVER_ITEMS, cfg)
+    target = DeltaTable.forPath(spark, location).alias("t")
+    (
+        target.merge(items.alias("s"), f"t.{S.ITEM_ID} = s.{S.ITEM_ID}")
+        .whenMatchedUpdateAll(condition=f"s.{S.UPDATED_ON} >= t.{S.UPDATED_ON}")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
+    cfg = cli.load_job_config(args)
+    spark = build_session(cfg, f"shoplens.build_silver_items {args.run_date}")
+    run(spark, cfg, args.run_date)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
