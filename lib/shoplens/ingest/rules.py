@@ -49,11 +49,14 @@ PRICE_TYPE = "decimal(18,2)"
 
 @dataclass(frozen=True)
 class RowContext:
-    """What the rules need besides the row: the shop's time zone and the accepted lateness."""
+    """What the rules need besides the row: the shop's time zone, the accepted lateness, and
+    whether purchases and returns must carry a price (false for sources that record none, such as
+    Taobao's ``buy``: there a missing price is the source's shape, not a broken row)."""
 
     timezone: str
     late_days: int
     future_tolerance_minutes: int
+    prices_required: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,10 @@ ROW_RULES: tuple[RowRule, ...] = (
     RowRule("malformed_price", lambda ctx: _present_but_invalid(S.PRICE, TYPED_PRICE)),
     RowRule("negative_price", lambda ctx: F.col(TYPED_PRICE) < 0),
     RowRule(
-        "missing_price", lambda ctx: F.col(CANONICAL_TYPE).isin(*PRICED_TYPES) & F.col(TYPED_PRICE).isNull()
+        "missing_price",
+        lambda ctx: F.lit(ctx.prices_required)
+        & F.col(CANONICAL_TYPE).isin(*PRICED_TYPES)
+        & F.col(TYPED_PRICE).isNull(),
     ),
     RowRule(
         "invalid_quantity",

@@ -92,11 +92,14 @@ def review_rows(events: DataFrame) -> DataFrame:
     )
 
 
-def quarantine_rows(rejected: DataFrame) -> DataFrame:
-    """Returns: one row per rejected bronze row (silver.quarantine's columns, stage ``silver``)."""
-    return rejected.select(S.RUN_DATE, F.lit(STAGE_SILVER).alias(S.STAGE), S.SOURCE_FILE, S.REASON, S.RAW_LINE)
+def quarantine_rows(rejected: DataFrame, stage: str = STAGE_SILVER) -> DataFrame:
+    """Returns: one row per rejected bronze row (silver.quarantine's columns, the given stage)."""
+    return rejected.select(S.RUN_DATE, F.lit(stage).alias(S.STAGE), S.SOURCE_FILE, S.REASON, S.RAW_LINE)
 
 
-def duplicate_rows(redeliveries: DataFrame) -> DataFrame:
-    """Returns: one row per dropped re-delivery (silver.duplicates' columns)."""
-    return redeliveries.select(S.RUN_DATE, F.trim(F.col(S.EVENT_ID)).alias(S.EVENT_ID), S.SOURCE_FILE, S.RAW_LINE)
+def duplicate_rows(redeliveries: DataFrame, dataset: str) -> DataFrame:
+    """Returns: one row per dropped re-delivery (silver.duplicates' columns) of the feed ``dataset``."""
+    return redeliveries.select(
+        S.RUN_DATE, F.lit(dataset).alias(S.DATASET), F.trim(F.col(S.EVENT_ID)).alias(S.EVENT_ID), S.SOURCE_FILE,
+        S.RAW_LINE,
+    )
