@@ -53,6 +53,38 @@ def read_landing_lines(spark: SparkSession, cfg: Config, dataset: str, run_date:
     )
 
 
+class ImportNotFound(FileNotFoundError):
+    """The input of a bulk import matches no file."""
+
+
+def read_import_lines(spark: SparkSession, path: str) -> DataFrame:
+    """Returns one row per line of the text file(s) at ``path`` (a file, a folder or a glob).
+
+    Returns: columns ``raw_line`` (the line without its line end; read as UTF-8) and ``source_file``
+    (the file's full path); one row per line.
+    """
+    _require_match(spark, path)
+    return spark.read.text(path).select(
+        F.col("value").alias(S.RAW_LINE),
+        F.col("_metadata.file_path").alias(S.SOURCE_FILE),
+    )
+
+
+def read_import_table(spark: SparkSession, path: str) -> DataFrame:
+    """Returns the rows of the Parquet file(s) at ``path`` with their ``source_file``.
+
+    Returns: one row per Parquet row; the file's columns plus ``source_file``.
+    """
+    _require_match(spark, path)
+    table = spark.read.parquet(path)
+    return table.select("*", F.col("_metadata.file_path").alias(S.SOURCE_FILE))
+
+
+def _require_match(spark: SparkSession, path: str) -> None:
+    if not _glob_matches(spark, path):
+        raise ImportNotFound(f"no input at {path}: give a file, a folder or a glob that matches files")
+
+
 def _glob_matches(spark: SparkSession, pattern: str) -> bool:
     """True when the Hadoop file system of ``pattern`` (local, HDFS, S3A) has a match for it."""
     jvm = spark.sparkContext._jvm
