@@ -30,7 +30,7 @@ def test_describe_tables_lists_location_version_and_rows(spark, fresh_cfg, fixtu
 def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_summary(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "shoplens.pipeline", "--env", "local", "--demo", "--conf-dir", str(CONF_DIR),
-         "--demo-days", "4", "--demo-events", "3000",
+         "--demo-days", "2", "--demo-events", "2000",
          "--set", f"paths.warehouse={tmp_path / 'wh'}", "--set", f"paths.landing={tmp_path / 'landing'}"],
         capture_output=True, text=True, check=False,
     )
