@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         help="seed the embedded demo shop, run its dates, pseudonymise with the published demo key",
     )
     parser.add_argument("--demo-start", default="2024-01-01", help="first day of the demo shop")
-    parser.add_argument("--demo-days", type=int, default=21, help="days of demo landing files")
-    parser.add_argument("--demo-events", type=int, default=50_000, help="about this many demo events")
+    parser.add_argument("--demo-days", type=int, default=14, help="days of demo landing files")
+    parser.add_argument("--demo-events", type=int, default=30_000, help="about this many demo events")
     parser.add_argument("--demo-seed", type=int, default=42)
     cli.add_env_args(parser)
     args = cli.parse(parser, argv)
