@@ -7,7 +7,9 @@ The import package ``shoplens`` lives under ``lib/``; the thin spark-submit entr
 
 from setuptools import find_packages, setup
 
-JOBS = ["ingest_landing", "build_silver_events", "build_silver_items", "load_history", "check_horovod"]
+JOBS = [
+    "ingest_landing", "build_silver_events", "build_silver_items", "build_sessions", "load_history", "check_horovod",
+]
 
 setup(
     name="shoplens",

@@ -90,8 +90,34 @@ DUPLICATES = TableSpec(
     "raw_line); (run_date, dataset) is the slice a nightly run rewrites",
 )
 
+SESSIONS = TableSpec(
+    "gold.sessions",
+    S.SESSIONS,
+    (S.START_DATE,),
+    "one row per session (session_id) of an actor in a dataset; key (dataset, session_id)",
+)
+SESSION_EVENTS = TableSpec(
+    "gold.session_events",
+    S.SESSION_EVENTS,
+    (S.START_DATE,),
+    "one row per sessionised event: key (dataset, event_id), its session and position in it",
+)
+ITEM_VOCAB = TableSpec(
+    "gold.item_vocab",
+    S.ITEM_VOCAB,
+    (),
+    "one row per (dataset, item_id) with its stable item_index (>= 2; 0 padding, 1 out of vocabulary)",
+)
+SEQUENCE_EXAMPLES = TableSpec(
+    "gold.sequence_examples",
+    S.SEQUENCE_EXAMPLES,
+    (S.DATASET, S.GRAIN, S.SPLIT, S.SHARD),
+    "one row per example (example_id): an actor's (or session's) input items and target, with its split",
+)
+
 TABLES: tuple[TableSpec, ...] = (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
+    SESSIONS, SESSION_EVENTS, ITEM_VOCAB, SEQUENCE_EXAMPLES,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

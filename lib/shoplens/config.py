@@ -8,6 +8,8 @@ keys. Relative paths are resolved against the project root, the parent of the co
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import math
 import os
 import types
 import typing
@@ -69,6 +71,81 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    gap_minutes: int
+    max_length_hours: float
+    exclude_datasets: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.gap_minutes <= 0:
+            raise ConfigError(f"sessions.gap_minutes must be positive, got {self.gap_minutes}")
+        # The incremental rule (docs/SEQUENCES.md) relies on a session ending within a day of its start.
+        if not 0 < self.max_length_hours <= 24:
+            raise ConfigError(f"sessions.max_length_hours must be in (0, 24], got {self.max_length_hours}")
+
+    @property
+    def gap_us(self) -> int:
+        return self.gap_minutes * 60 * 1_000_000
+
+    @property
+    def max_length_us(self) -> int:
+        return round(self.max_length_hours * 3600 * 1_000_000)
+
+    @property
+    def spill_days(self) -> int:
+        """Days after its start date on which a session's events may fall: its length, plus an hour
+        for a daylight-saving day of 23 hours, in whole days."""
+        return math.ceil((self.max_length_hours + 1) / 24)
+
+
+SPLIT_LEAVE_LAST_OUT = "leave_last_out"
+SPLIT_TIME_CUTOFF = "time_cutoff"
+
+
+@dataclass(frozen=True)
+class SequencesConfig:
+    event_types: tuple[str, ...]
+    max_len: int
+    min_item_count: int
+    split: str
+    validation_start: str
+    test_start: str
+    num_negatives: int
+    seed: int
+    num_shards: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_len", "min_item_count", "num_negatives", "num_shards"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sequences.{name} must be at least 1, got {getattr(self, name)}")
+        if not self.event_types:
+            raise ConfigError("sequences.event_types must name at least one event type")
+        if self.split not in (SPLIT_LEAVE_LAST_OUT, SPLIT_TIME_CUTOFF):
+            raise ConfigError(
+                f"sequences.split must be {SPLIT_LEAVE_LAST_OUT} or {SPLIT_TIME_CUTOFF}, got {self.split!r}"
+            )
+        if self.split == SPLIT_TIME_CUTOFF:
+            validation, test = self.cutoffs
+            if not validation < test:
+                raise ConfigError("sequences.validation_start must be before sequences.test_start")
+
+    @property
+    def cutoffs(self) -> tuple[dt.datetime, dt.datetime]:
+        """The (validation_start, test_start) instants of a time-cutoff split; naive values are UTC."""
+        return _instant(self.validation_start, "sequences.validation_start"), _instant(
+            self.test_start, "sequences.test_start"
+        )
+
+
+def _instant(value: str, path: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as err:
+        raise ConfigError(f"{path}: expected an ISO date or date-time, got {value!r}") from err
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
 class HorovodConfig:
     num_proc: int
     start_timeout_s: int
@@ -87,6 +164,8 @@ class Config:
     silver: SilverConfig
     bots: BotsConfig
     quality: QualityConfig
+    sessions: SessionsConfig
+    sequences: SequencesConfig
     horovod: HorovodConfig
 
 

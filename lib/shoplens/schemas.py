@@ -184,3 +184,110 @@ SILVER_ITEMS = T.StructType(
         T.StructField(SOURCE_FILE, T.StringType(), True),
     ]
 )
+
+# --- gold: sessions (docs/SEQUENCES.md) ------------------------------------------------------------
+SESSION_ID = "session_id"
+START_TIME = "start_time"
+END_TIME = "end_time"
+START_DATE = "start_date"
+# The first event of the uninterrupted activity (no gap) the session belongs to: the origin of the
+# max-length cuts, and the state a later run continues from.
+ACTIVITY_START = "activity_start"
+DURATION_S = "duration_s"
+N_EVENTS = "n_events"
+N_DISTINCT_ITEMS = "n_distinct_items"
+VIEWS = "views"
+CARTS = "carts"
+PURCHASES = "purchases"
+IS_CONVERTED = "is_converted"
+REVENUE = "revenue"
+ENTRY_ITEM = "entry_item"
+EXIT_ITEM = "exit_item"
+CATEGORIES = "categories"
+POSITION = "position"
+
+# --- gold: item vocabulary and sequence examples -------------------------------------------------------
+ITEM_INDEX = "item_index"
+FIRST_RUN_DATE = "first_run_date"
+COUNT = "count"
+GRAIN = "grain"
+GRAIN_USER = "user"
+GRAIN_SESSION = "session"
+SPLIT = "split"
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SHARD = "shard"
+EXAMPLE_ID = "example_id"
+TARGET_TIME = "target_time"
+INPUT_ITEMS = "input_items"
+TARGET_ITEM = "target_item"
+NEGATIVES = "negatives"
+N_ITEMS = "n_items"
+PADDING_INDEX = 0
+OOV_INDEX = 1
+
+SESSIONS = T.StructType(
+    [
+        T.StructField(SESSION_ID, T.StringType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        # The actor: the user's pseudonym, else (anonymous) the session key, never both.
+        T.StructField(USER_ID, T.StringType(), True),
+        T.StructField(SESSION_KEY, T.StringType(), True),
+        T.StructField(START_TIME, T.TimestampType(), False),
+        T.StructField(END_TIME, T.TimestampType(), False),
+        T.StructField(DURATION_S, T.LongType(), False),
+        T.StructField(N_EVENTS, T.LongType(), False),
+        T.StructField(N_DISTINCT_ITEMS, T.IntegerType(), False),
+        T.StructField(VIEWS, T.LongType(), False),
+        T.StructField(CARTS, T.LongType(), False),
+        T.StructField(PURCHASES, T.LongType(), False),
+        T.StructField(IS_CONVERTED, T.BooleanType(), False),
+        # Sum of price * quantity (1 when absent) over purchases; null when none of them has a price.
+        T.StructField(REVENUE, T.DecimalType(38, 2), True),
+        T.StructField(ENTRY_ITEM, T.StringType(), False),
+        T.StructField(EXIT_ITEM, T.StringType(), False),
+        T.StructField(CATEGORIES, T.ArrayType(T.StringType()), False),
+        T.StructField(IS_BOT, T.BooleanType(), False),
+        T.StructField(ACTIVITY_START, T.TimestampType(), False),
+        T.StructField(START_DATE, T.DateType(), False),
+    ]
+)
+
+SESSION_EVENTS = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(EVENT_ID, T.StringType(), False),
+        T.StructField(SESSION_ID, T.StringType(), False),
+        # 1, 2, ... in (event_time, event_id) order within the session.
+        T.StructField(POSITION, T.IntegerType(), False),
+        T.StructField(START_DATE, T.DateType(), False),
+    ]
+)
+
+ITEM_VOCAB = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(ITEM_ID, T.StringType(), False),
+        T.StructField(ITEM_INDEX, T.IntegerType(), False),
+        T.StructField(FIRST_RUN_DATE, T.DateType(), False),
+        # Non-bot events of sequences.event_types, as of the last run that counted the item.
+        T.StructField(COUNT, T.LongType(), False),
+    ]
+)
+
+SEQUENCE_EXAMPLES = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(GRAIN, T.StringType(), False),
+        T.StructField(SPLIT, T.StringType(), False),
+        T.StructField(SHARD, T.IntegerType(), False),
+        T.StructField(EXAMPLE_ID, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), True),
+        T.StructField(SESSION_KEY, T.StringType(), True),
+        T.StructField(SESSION_ID, T.StringType(), True),
+        T.StructField(TARGET_TIME, T.TimestampType(), False),
+        T.StructField(INPUT_ITEMS, T.ArrayType(T.IntegerType()), False),
+        T.StructField(TARGET_ITEM, T.IntegerType(), False),
+        T.StructField(NEGATIVES, T.ArrayType(T.IntegerType()), True),
+        T.StructField(N_ITEMS, T.IntegerType(), False),
+    ]
+)
