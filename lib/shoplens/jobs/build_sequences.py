@@ -1,0 +1,158 @@
+"""build_sequences: ``silver.events`` (+ ``gold.session_events``) → ``gold.item_vocab`` and
+``gold.sequence_examples``.
+
+For each dataset (every dataset in silver unless ``--dataset`` names some), as of run date R:
+
+1. ``gold.item_vocab``: counts each item's non-bot events of ``sequences.event_types`` with event
+   date <= R and MERGEs on (dataset, item_id): known items keep their index (only their count is
+   refreshed); items that reach ``sequences.min_item_count`` are inserted with the next indices in
+   the order (count descending, item_id). 0 is padding, 1 out of vocabulary.
+2. ``gold.sequence_examples``: rebuilt whole for the dataset (``replace_slice`` on dataset): it is
+   a snapshot derived from silver and the vocabulary, like a materialised view. Grain ``user`` for
+   identified users; grain ``session`` for datasets with sessions (``build_sessions`` first). The
+   split, the example rule and the negatives: :mod:`shoplens.sequences`, docs/SEQUENCES.md.
+
+The table is partitioned by (dataset, grain, split, shard) so that each training process reads its
+own shards' files directly (:mod:`shoplens.shards`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shoplens import catalog, cli, sequences
+from shoplens import schemas as S
+from shoplens.catalog import register_table
+from shoplens.config import Config, ConfigError
+from shoplens.ingest.rules import CANONICAL_EVENT_TYPES
+from shoplens.io import replace_slice
+from shoplens.session import build_session
+
+log = logging.getLogger(__name__)
+
+
+def _read(spark: SparkSession, spec: catalog.TableSpec, cfg: Config) -> DataFrame | None:
+    location = spec.location(cfg)
+    if not catalog.table_exists(spark, location):
+        return None
+    return spark.read.format("delta").load(location)
+
+
+def merge_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, run_date: dt.date) -> None:
+    """MERGEs the vocabulary updates of ``counted``'s datasets into gold.item_vocab (created when
+    absent); indices of known items are never written."""
+    from delta.tables import DeltaTable
+
+    location = catalog.ITEM_VOCAB.location(cfg)
+    DeltaTable.createIfNotExists(spark).location(location).addColumns(catalog.ITEM_VOCAB.schema).execute()
+    register_table(spark, catalog.ITEM_VOCAB, cfg)
+    datasets = counted.select(S.DATASET).distinct()
+    vocab = spark.read.format("delta").load(location).join(datasets, [S.DATASET], "left_semi")
+    updates = sequences.vocab_updates(
+        sequences.item_counts(counted), vocab, cfg.sequences.min_item_count, run_date
+    )
+    (
+        DeltaTable.forPath(spark, location)
+        .alias("t")
+        .merge(catalog.ITEM_VOCAB.conform(updates).alias("s"), "t.dataset = s.dataset AND t.item_id = s.item_id")
+        .whenMatchedUpdate(condition="t.count <> s.count", set={S.COUNT: "s.count"})
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def build_dataset(
+    spark: SparkSession,
+    cfg: Config,
+    run_date: dt.date,
+    events: DataFrame,
+    dataset: str,
+    session_events: DataFrame | None,
+) -> None:
+    """MERGEs the vocabulary of one dataset's events (already limited to the run's dates), then
+    replaces the dataset's examples."""
+    seq = cfg.sequences
+    counted = sequences.counted_events(events, seq.event_types)
+    merge_vocab(spark, cfg, counted, run_date)
+    vocab = spark.read.format("delta").load(catalog.ITEM_VOCAB.location(cfg)).where(F.col(S.DATASET) == dataset)
+    highest = vocab.agg(F.max(S.ITEM_INDEX).alias("m")).first()
+    max_index = int(highest["m"]) if highest and highest["m"] is not None else S.OOV_INDEX
+    labelled = sequences.with_split(sequences.with_item_index(counted, vocab), seq)
+    labelled = labelled.persist(StorageLevel.MEMORY_AND_DISK)
+    built = sequences.examples(labelled, S.GRAIN_USER, seq.max_len)
+    if session_events is not None:
+        in_sessions = labelled.join(
+            session_events.select(S.DATASET, S.EVENT_ID, S.SESSION_ID), [S.DATASET, S.EVENT_ID], "inner"
+        )
+        built = built.unionByName(sequences.examples(in_sessions, S.GRAIN_SESSION, seq.max_len))
+    built = built.persist(StorageLevel.MEMORY_AND_DISK)
+    touched = sequences.interactions(events, vocab).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with_negatives = sequences.with_negatives(built, touched, max_index, seq.num_negatives, seq.seed)
+        replace_slice(
+            sequences.with_shard(with_negatives, seq.num_shards), catalog.SEQUENCE_EXAMPLES, cfg, {S.DATASET: dataset}
+        )
+    finally:
+        for df in (touched, built, labelled):
+            df.unpersist()
+
+
+def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[str] | None = None) -> dict[str, Any]:
+    """Rebuilds the vocabulary and the examples of ``datasets`` (default: every dataset in silver).
+
+    Returns: per dataset, the number of examples by ``grain/split``.
+    """
+    unknown = sorted(set(cfg.sequences.event_types) - set(CANONICAL_EVENT_TYPES))
+    if unknown:
+        raise ConfigError(f"sequences.event_types: unknown event type(s) {', '.join(unknown)}")
+    silver = (
+        spark.read.format("delta")
+        .load(catalog.SILVER_EVENTS.location(cfg))
+        .where(F.col(S.EVENT_DATE) <= F.lit(run_date))
+    )
+    if datasets is None:
+        datasets = sorted(r[S.DATASET] for r in silver.select(S.DATASET).distinct().collect())  # a handful
+    all_session_events = _read(spark, catalog.SESSION_EVENTS, cfg)
+    summary: dict[str, Any] = {}
+    for dataset in datasets:
+        events = silver.where(F.col(S.DATASET) == dataset)
+        session_events = None
+        if dataset not in cfg.sessions.exclude_datasets and all_session_events is not None:
+            session_events = all_session_events.where(F.col(S.DATASET) == dataset)
+            if session_events.limit(1).count() == 0:
+                log.warning("no sessions for dataset %s: run build_sessions first; user grain only", dataset)
+                session_events = None
+        build_dataset(spark, cfg, run_date, events, dataset, session_events)
+        written = spark.read.format("delta").load(catalog.SEQUENCE_EXAMPLES.location(cfg)).where(
+            F.col(S.DATASET) == dataset
+        )
+        summary[dataset] = {
+            f"{r[S.GRAIN]}/{r[S.SPLIT]}": r["count"] for r in written.groupBy(S.GRAIN, S.SPLIT).count().collect()
+        }
+    log.info("sequence examples for %s: %s", run_date, summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.job_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dataset", dest="datasets", action="append", default=None,
+        help="a silver dataset to rebuild (repeatable; default: every dataset in silver)",
+    )
+    args = cli.parse(parser, argv)
+    cfg = cli.load_job_config(args)
+    spark = build_session(cfg, f"shoplens.build_sequences {args.run_date}")
+    run(spark, cfg, args.run_date, args.datasets)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
