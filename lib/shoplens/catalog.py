@@ -115,9 +115,35 @@ SEQUENCE_EXAMPLES = TableSpec(
     "one row per example (example_id): an actor's (or session's) input items and target, with its split",
 )
 
+USER_DAILY_ACTIVITY = TableSpec(
+    "gold.user_daily_activity",
+    S.USER_DAILY_ACTIVITY,
+    (S.EVENT_DATE,),
+    "one row per (dataset, user_id, event_date) with any event of that known user that day",
+)
+USER_PROFILES = TableSpec(
+    "gold.user_profiles",
+    S.USER_PROFILES,
+    (S.SNAPSHOT_DATE,),
+    "one row per (snapshot_date, dataset, user_id): features up to the snapshot, RFM, segment, cluster",
+)
+SEGMENT_SUMMARY = TableSpec(
+    "gold.segment_summary",
+    S.SEGMENT_SUMMARY,
+    (),
+    "one row per (snapshot_date, dataset, kind, segment): an RFM segment, a cluster, or the bots",
+)
+CLUSTER_MODELS = TableSpec(
+    "gold.cluster_models",
+    S.CLUSTER_MODELS,
+    (),
+    "one row per (dataset, fit_date): a fitted clustering pipeline, its k, silhouette and location",
+)
+
 TABLES: tuple[TableSpec, ...] = (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
     SESSIONS, SESSION_EVENTS, ITEM_VOCAB, SEQUENCE_EXAMPLES,
+    USER_DAILY_ACTIVITY, USER_PROFILES, SEGMENT_SUMMARY, CLUSTER_MODELS,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

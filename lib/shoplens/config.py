@@ -146,6 +146,61 @@ def _instant(value: str, path: str) -> dt.datetime:
 
 
 @dataclass(frozen=True)
+class SegmentRule:
+    """A named RFM segment: users whose R score is in [r_min, r_max] and whose mean of the F and M
+    scores is in [fm_min, fm_max]. Rules are tried in order; the first that matches names the user."""
+
+    name: str
+    r_min: int
+    r_max: int
+    fm_min: float
+    fm_max: float
+
+
+@dataclass(frozen=True)
+class ClustersConfig:
+    k_min: int
+    k_max: int
+    # A fitted pipeline is reused for snapshots up to this many days after its fit date.
+    refit_every_days: int
+    # Fewer (non-bot) users than this: no clustering for the snapshot (cluster stays null).
+    min_users: int
+    max_iter: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.k_min <= self.k_max:
+            raise ConfigError(f"profiles.clusters: need 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}")
+        if self.min_users <= self.k_max:
+            raise ConfigError("profiles.clusters.min_users must exceed k_max")
+
+
+@dataclass(frozen=True)
+class ProfilesConfig:
+    windows_days: tuple[int, ...]
+    rfm_window_days: int
+    affinity_weights: Mapping[str, float]
+    affinity_half_life_days: float
+    top_categories: int
+    segments: tuple[SegmentRule, ...]
+    default_segment: str
+    no_purchase_segment: str
+    high_tier_min_m: int
+    mid_tier_min_m: int
+    clusters: ClustersConfig
+
+    def __post_init__(self) -> None:
+        if not self.windows_days or min(self.windows_days) < 1:
+            raise ConfigError("profiles.windows_days must list positive day counts")
+        if self.rfm_window_days not in self.windows_days:
+            raise ConfigError("profiles.rfm_window_days must be one of profiles.windows_days")
+
+    @property
+    def longest_window_days(self) -> int:
+        return max(self.windows_days)
+
+
+@dataclass(frozen=True)
 class HorovodConfig:
     num_proc: int
     start_timeout_s: int
@@ -166,6 +221,7 @@ class Config:
     quality: QualityConfig
     sessions: SessionsConfig
     sequences: SequencesConfig
+    profiles: ProfilesConfig
     horovod: HorovodConfig
 
 
@@ -255,10 +311,14 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path}: expected a list")
-        return tuple(str(v) for v in value)
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin in (Mapping, dict) or hint is Mapping:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping")
+        args = typing.get_args(hint)
+        if args and args[1] is not str:
+            return types.MappingProxyType({str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()})
         # Spark settings are strings; YAML may have parsed "8" as 8 or "true" as True.
         return types.MappingProxyType(
             {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}

@@ -185,6 +185,7 @@ SILVER_ITEMS = T.StructType(
     ]
 )
 
+
 # --- gold: sessions (docs/SEQUENCES.md) ------------------------------------------------------------
 SESSION_ID = "session_id"
 START_TIME = "start_time"
@@ -289,5 +290,164 @@ SEQUENCE_EXAMPLES = T.StructType(
         T.StructField(TARGET_ITEM, T.IntegerType(), False),
         T.StructField(NEGATIVES, T.ArrayType(T.IntegerType()), True),
         T.StructField(N_ITEMS, T.IntegerType(), False),
+    ]
+)
+
+
+# --- gold: user activity, profiles and segments (docs/PROFILES.md) -----------------------------------
+EVENTS = "events"
+FAVS = "favs"
+RETURNS = "returns"
+REVIEWS = "reviews"
+ORDERS = "orders"
+UNITS = "units"
+SPEND = "spend"
+REFUNDS = "refunds"
+CATEGORY_SCORES = "category_scores"
+PRICED_PURCHASES = "priced_purchases"
+PRICE_RATIO_SUM = "price_ratio_sum"
+SESSIONS_COUNT = "sessions"
+SESSION_SECONDS = "session_seconds"
+BOT_EVENTS = "bot_events"
+SNAPSHOT_DATE = "snapshot_date"
+FIRST_SEEN = "first_seen"
+LAST_SEEN = "last_seen"
+LAST_PURCHASE = "last_purchase"
+TENURE_DAYS = "tenure_days"
+ACTIVE_DAYS = "active_days"
+RECENCY_DAYS = "recency_days"
+FREQUENCY = "frequency"
+MONETARY = "monetary"
+ORDERS_BY_WINDOW = "orders_by_window"
+SPEND_BY_WINDOW = "spend_by_window"
+VIEW_TO_CART = "view_to_cart"
+CART_TO_PURCHASE = "cart_to_purchase"
+AVG_SESSION_S = "avg_session_s"
+DISTINCT_CATEGORIES = "distinct_categories"
+TOP_CATEGORIES = "top_categories"
+AVG_ORDER_VALUE = "avg_order_value"
+PRICE_SENSITIVITY = "price_sensitivity"
+R_SCORE, F_SCORE, M_SCORE = "r_score", "f_score", "m_score"
+RFM_SEGMENT = "rfm_segment"
+VALUE_TIER = "value_tier"
+CLUSTER = "cluster"
+KIND = "kind"
+SEGMENT = "segment"
+USERS = "users"
+USER_SHARE = "user_share"
+REVENUE_SHARE = "revenue_share"
+AVG_RECENCY_DAYS = "avg_recency_days"
+AVG_FREQUENCY = "avg_frequency"
+AVG_MONETARY = "avg_monetary"
+DESCRIPTION = "description"
+FIT_DATE = "fit_date"
+K = "k"
+SILHOUETTE = "silhouette"
+MODEL_PATH = "model_path"
+
+MONEY = T.DecimalType(18, 2)
+
+USER_DAILY_ACTIVITY = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), False),
+        T.StructField(EVENT_DATE, T.DateType(), False),
+        T.StructField(EVENTS, T.LongType(), False),
+        T.StructField(VIEWS, T.LongType(), False),
+        T.StructField(CARTS, T.LongType(), False),
+        T.StructField(FAVS, T.LongType(), False),
+        # Purchase events (order lines), and distinct orders (order_id, else one per line).
+        T.StructField(PURCHASES, T.LongType(), False),
+        T.StructField(ORDERS, T.LongType(), False),
+        T.StructField(RETURNS, T.LongType(), False),
+        T.StructField(REVIEWS, T.LongType(), False),
+        T.StructField(UNITS, T.LongType(), False),
+        # Sum of price * quantity (1 when absent) of purchases, and of returns (positive).
+        T.StructField(SPEND, MONEY, False),
+        T.StructField(REFUNDS, MONEY, False),
+        T.StructField(N_DISTINCT_ITEMS, T.IntegerType(), False),
+        # Category → events weighted by type (profiles.affinity_weights).
+        T.StructField(CATEGORY_SCORES, T.MapType(T.StringType(), T.DoubleType()), False),
+        # Purchases with a price, and the sum of price / the day's median price of the category.
+        T.StructField(PRICED_PURCHASES, T.LongType(), False),
+        # Ratios rounded to 6 decimals and summed as decimals: the same sum in any order.
+        T.StructField(PRICE_RATIO_SUM, T.DecimalType(28, 6), False),
+        # Sessions started this day (gold.sessions) and their summed duration.
+        T.StructField(SESSIONS_COUNT, T.LongType(), False),
+        T.StructField(SESSION_SECONDS, T.LongType(), False),
+        T.StructField(BOT_EVENTS, T.LongType(), False),
+        T.StructField(IS_BOT, T.BooleanType(), False),
+    ]
+)
+
+USER_PROFILES = T.StructType(
+    [
+        T.StructField(SNAPSHOT_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), False),
+        T.StructField(FIRST_SEEN, T.DateType(), False),
+        T.StructField(LAST_SEEN, T.DateType(), False),
+        T.StructField(LAST_PURCHASE, T.DateType(), True),
+        T.StructField(TENURE_DAYS, T.IntegerType(), False),
+        T.StructField(ACTIVE_DAYS, T.LongType(), False),
+        # Days since the last purchase; null for a user who never bought.
+        T.StructField(RECENCY_DAYS, T.IntegerType(), True),
+        # Orders and net spend (spend - refunds, at least 0) over profiles.rfm_window_days.
+        T.StructField(FREQUENCY, T.LongType(), False),
+        T.StructField(MONETARY, MONEY, False),
+        T.StructField(ORDERS_BY_WINDOW, T.MapType(T.StringType(), T.LongType()), False),
+        T.StructField(SPEND_BY_WINDOW, T.MapType(T.StringType(), MONEY), False),
+        T.StructField(EVENTS, T.LongType(), False),
+        T.StructField(VIEWS, T.LongType(), False),
+        T.StructField(CARTS, T.LongType(), False),
+        T.StructField(FAVS, T.LongType(), False),
+        T.StructField(PURCHASES, T.LongType(), False),
+        T.StructField(RETURNS, T.LongType(), False),
+        T.StructField(REVIEWS, T.LongType(), False),
+        T.StructField(VIEW_TO_CART, T.DoubleType(), True),
+        T.StructField(CART_TO_PURCHASE, T.DoubleType(), True),
+        T.StructField(SESSIONS_COUNT, T.LongType(), False),
+        T.StructField(AVG_SESSION_S, T.DoubleType(), True),
+        T.StructField(DISTINCT_CATEGORIES, T.IntegerType(), False),
+        T.StructField(TOP_CATEGORIES, T.ArrayType(T.StringType()), False),
+        T.StructField(AVG_ORDER_VALUE, MONEY, True),
+        T.StructField(PRICE_SENSITIVITY, T.DoubleType(), True),
+        T.StructField(IS_BOT, T.BooleanType(), False),
+        T.StructField(R_SCORE, T.IntegerType(), True),
+        T.StructField(F_SCORE, T.IntegerType(), True),
+        T.StructField(M_SCORE, T.IntegerType(), True),
+        T.StructField(RFM_SEGMENT, T.StringType(), False),
+        T.StructField(VALUE_TIER, T.StringType(), False),
+        T.StructField(CLUSTER, T.IntegerType(), True),
+    ]
+)
+
+SEGMENT_SUMMARY = T.StructType(
+    [
+        T.StructField(SNAPSHOT_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        # "rfm_segment", "cluster" or "bots".
+        T.StructField(KIND, T.StringType(), False),
+        T.StructField(SEGMENT, T.StringType(), False),
+        T.StructField(USERS, T.LongType(), False),
+        T.StructField(USER_SHARE, T.DoubleType(), False),
+        T.StructField(REVENUE, MONEY, False),
+        T.StructField(REVENUE_SHARE, T.DoubleType(), False),
+        T.StructField(AVG_RECENCY_DAYS, T.DoubleType(), True),
+        T.StructField(AVG_FREQUENCY, T.DoubleType(), False),
+        T.StructField(AVG_MONETARY, T.DoubleType(), False),
+        T.StructField(DESCRIPTION, T.StringType(), False),
+    ]
+)
+
+CLUSTER_MODELS = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(FIT_DATE, T.DateType(), False),
+        T.StructField(K, T.IntegerType(), False),
+        T.StructField(SILHOUETTE, T.DoubleType(), False),
+        T.StructField(USERS, T.LongType(), False),
+        T.StructField(MODEL_PATH, T.StringType(), False),
+        T.StructField(DETAILS, T.StringType(), False),
     ]
 )

@@ -1,0 +1,134 @@
+"""build_user_profiles: ``gold.user_daily_activity`` → ``gold.user_profiles`` for one snapshot date,
+with RFM scores, named segments, value tiers, behavioural clusters and ``gold.segment_summary``.
+
+The snapshot of run date S uses daily rows up to S only and replaces S's slice of each table, so a
+re-run gives the same rows and later data never changes an earlier snapshot. Clusters come from the
+dataset's latest fitted pipeline when it is younger than ``profiles.clusters.refit_every_days``,
+else from a new fit (docs/PROFILES.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shoplens import catalog, cli
+from shoplens import schemas as S
+from shoplens.config import Config
+from shoplens.io import replace_slice
+from shoplens.profiles import clusters, features, rfm, summary
+from shoplens.session import build_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProfilesSummary:
+    snapshot: dt.date
+    users: int
+    models: dict[str, str]
+
+
+def model_location(cfg: Config, dataset: str, fit_date: dt.date) -> str:
+    return f"{cfg.paths.warehouse.rstrip('/')}/models/user_clusters/dataset={dataset}/fit_date={fit_date.isoformat()}"
+
+
+def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
+    """Builds the profiles, segments, clusters and summary of snapshot ``run_date``."""
+    location = catalog.USER_DAILY_ACTIVITY.location(cfg)
+    if not catalog.table_exists(spark, location):
+        raise FileNotFoundError(f"gold.user_daily_activity does not exist at {location}: run build_user_activity")
+    activity = spark.read.format("delta").load(location)
+    names = clusters.feature_names(cfg.profiles.longest_window_days)
+    scored = (
+        features.profile_rows(activity, run_date, cfg.profiles)
+        .transform(lambda df: rfm.with_rfm(df, cfg.profiles))
+        .transform(lambda df: clusters.with_features(df, cfg.profiles.longest_window_days))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        datasets = sorted(r[S.DATASET] for r in scored.select(S.DATASET).distinct().collect())  # a handful
+        parts, models = [], {}
+        for dataset in datasets:
+            rows = scored.where(F.col(S.DATASET) == dataset)
+            model, how = _model_for(spark, cfg, dataset, run_date, rows, names)
+            models[dataset] = how
+            parts.append(clusters.assign(model, rows) if model else rows.withColumn(S.CLUSTER, F.lit(None)))
+        profiles = (
+            reduce(DataFrame.unionByName, parts)
+            if parts
+            else scored.withColumn(S.CLUSTER, F.lit(None).cast("int"))
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            replace_slice(profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date})
+            replace_slice(
+                summary.summary_rows(spark, profiles, run_date, names),
+                catalog.SEGMENT_SUMMARY,
+                cfg,
+                {S.SNAPSHOT_DATE: run_date},
+            )
+            users = profiles.count()
+        finally:
+            profiles.unpersist()
+    finally:
+        scored.unpersist()
+    log.info("profiles of snapshot %s: %d users; clusters %s", run_date, users, models)
+    return ProfilesSummary(run_date, users, models)
+
+
+def _model_for(
+    spark: SparkSession, cfg: Config, dataset: str, snapshot: dt.date, rows: DataFrame, names: list[str]
+) -> tuple[PipelineModel | None, str]:
+    """The dataset's clustering pipeline for ``snapshot``: reused if fitted within the refit period
+    before it, else fitted now (None when there are too few non-bot users to cluster)."""
+    settings = cfg.profiles.clusters
+    registry = catalog.CLUSTER_MODELS.location(cfg)
+    if catalog.table_exists(spark, registry):
+        latest = (
+            spark.read.format("delta")
+            .load(registry)
+            .where((F.col(S.DATASET) == dataset) & (F.col(S.FIT_DATE) <= F.lit(snapshot)))
+            .orderBy(F.desc(S.FIT_DATE))
+            .limit(1)
+            .collect()
+        )
+        if latest and (snapshot - latest[0][S.FIT_DATE]).days < settings.refit_every_days:
+            fitted_on = latest[0][S.FIT_DATE]
+            return PipelineModel.load(latest[0][S.MODEL_PATH]), f"reused fit of {fitted_on}"
+    train = rows.where(~F.col(S.IS_BOT))
+    users = train.count()
+    if users < settings.min_users:
+        log.warning("clusters: %s has %d non-bot users on %s, fewer than %d: not clustered",
+                    dataset, users, snapshot, settings.min_users)
+        return None, f"not clustered ({users} users)"
+    fitted = clusters.fit(train, names, settings)
+    path = model_location(cfg, dataset, snapshot)
+    fitted.model.write().overwrite().save(path)
+    replace_slice(
+        spark.createDataFrame([clusters.model_row(dataset, snapshot, fitted, path, names)], schema=S.CLUSTER_MODELS),
+        catalog.CLUSTER_MODELS,
+        cfg,
+        {S.DATASET: dataset, S.FIT_DATE: snapshot},
+    )
+    return fitted.model, f"fitted k={fitted.k} silhouette={fitted.silhouette:.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
+    cfg = cli.load_job_config(args)
+    spark = build_session(cfg, f"shoplens.build_user_profiles {args.run_date}")
+    run(spark, cfg, args.run_date)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
