@@ -8,9 +8,8 @@ The import package ``shoplens`` lives under ``lib/``; the thin spark-submit entr
 from setuptools import find_packages, setup
 
 JOBS = [
-    "ingest_landing", "build_silver_events", "build_silver_items", "build_sessions", "build_sequences", "build_user_activity",
-    "build_user_profiles", "load_history",
-    "check_horovod",
+    "ingest_landing", "build_silver_events", "build_silver_items", "build_sessions", "build_sequences",
+    "build_user_activity", "build_user_profiles", "load_history", "check_horovod",
 ]
 
 setup(
