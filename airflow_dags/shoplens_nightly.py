@@ -44,7 +44,12 @@ with DAG(
         task_id="build_silver_events", **spark_submit_args(spec, "build_silver_events")
     )
 
+    # Sessions continue from the previous night's final sessions: runs stay in date order
+    # (max_active_runs=1); sequence examples need tonight's sessions.
+    build_sessions = SparkSubmitOperator(task_id="build_sessions", **spark_submit_args(spec, "build_sessions"))
+    build_sequences = SparkSubmitOperator(task_id="build_sequences", **spark_submit_args(spec, "build_sequences"))
+
     # The catalogue lands on its own: independent of the events chain.
     SparkSubmitOperator(task_id="build_silver_items", **spark_submit_args(spec, "build_silver_items"))
 
-    ingest_landing >> build_silver_events
+    ingest_landing >> build_silver_events >> build_sessions >> build_sequences

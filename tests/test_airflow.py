@@ -230,11 +230,15 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
     apps = {app["id"]: app for app in cluster.master_state(cluster.default_layout())["completedapps"]}
     names = [apps[app_id]["name"] for app_id in app_ids]
     assert sorted(names) == [
+        "shoplens.build_sequences 2024-01-02",
+        "shoplens.build_sessions 2024-01-02",
         "shoplens.build_silver_events 2024-01-02",
         "shoplens.build_silver_items 2024-01-02",
         "shoplens.ingest_landing 2024-01-02",
     ], out[-8000:]
-    assert names.index("shoplens.ingest_landing 2024-01-02") < names.index("shoplens.build_silver_events 2024-01-02")
+    chain = ["ingest_landing", "build_silver_events", "build_sessions", "build_sequences"]
+    positions = [names.index(f"shoplens.{job} 2024-01-02") for job in chain]
+    assert positions == sorted(positions)
 
     spark = request.getfixturevalue("spark")  # only now: no local JVM while the cluster job runs
     cfg = load_config("cluster", CONF_DIR, [f"paths.warehouse={workspace / 'warehouse'}"])

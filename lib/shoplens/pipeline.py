@@ -16,7 +16,7 @@ import logging
 import sys
 
 from shoplens import cli, demo
-from shoplens.jobs import build_silver_events, build_silver_items, ingest_landing
+from shoplens.jobs import build_sequences, build_sessions, build_silver_events, build_silver_items, ingest_landing
 from shoplens.session import build_session
 from shoplens.tables import describe_tables, format_table
 
@@ -27,6 +27,8 @@ STEPS = (
     ("ingest_landing", lambda spark, cfg, run_date, demo: ingest_landing.run(spark, cfg, run_date)),
     ("build_silver_events", build_silver_events.run),
     ("build_silver_items", lambda spark, cfg, run_date, demo: build_silver_items.run(spark, cfg, run_date)),
+    ("build_sessions", lambda spark, cfg, run_date, demo: build_sessions.run(spark, cfg, run_date)),
+    ("build_sequences", lambda spark, cfg, run_date, demo: build_sequences.run(spark, cfg, run_date)),
 )
 
 
