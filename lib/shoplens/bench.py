@@ -2,6 +2,7 @@
 
     python -m shoplens.bench ingest --scale 1000000 [--days 14] [--workdir DIR]
     python -m shoplens.bench ingest --input PATH --format taobao|online_retail|movielens|sequences|diginetica
+    python -m shoplens.bench sessions --scale 1000000 [--days 14] [--workdir DIR]   (shoplens.bench_sessions)
 
 ``ingest --scale N`` generates the demo shop with about N events, then runs ``ingest_landing`` and
 ``build_silver_events`` for every landing date in one local session, and counts every term of the
@@ -27,7 +28,7 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli
+from shoplens import bench_sessions, catalog, cli
 from shoplens import schemas as S
 from shoplens.session import build_session
 
@@ -136,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--run-date", type=cli.run_date_arg, default=dt.date(2024, 1, 1))
     ingest.add_argument("--workdir", type=Path, default=None, help="keep landing files and tables here")
     cli.add_env_args(ingest)
+    sessions = sub.add_parser("sessions", help="sessionization: Spark against DuckDB on the same input")
+    bench_sessions.add_arguments(sessions)
     args = cli.parse(parser, argv)
+    if args.bench == "sessions":
+        return bench_sessions.main(args)
     if (args.scale is None) == (args.input is None):
         parser.error("give either --scale N or --input PATH --format F")
     if args.input is not None and not args.format:
