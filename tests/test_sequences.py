@@ -324,3 +324,56 @@ def test_vocabulary_indices_never_change_and_new_items_follow_count_then_id(spar
         S.ITEM_VOCAB,
     )
     assertDataFrameEqual(_table(spark, catalog.ITEM_VOCAB, fresh_cfg), expected)
+
+
+PUBLIC_DATA = CONF_DIR.parent.parent / "shared" / "data"
+
+
+def _prefix(tmp_path, source: Path, name: str, lines: int) -> str:
+    with source.open(encoding="utf-8") as f:
+        head = [next(f) for _ in range(lines)]
+    target = tmp_path / name
+    target.write_text("".join(head), encoding="utf-8")
+    return str(target)
+
+
+@pytest.mark.skipif(not PUBLIC_DATA.is_dir(), reason=f"public datasets not found at {PUBLIC_DATA}")
+def test_real_files_taobao_and_diginetica_get_sessions_and_beauty_sequences_only(spark, fresh_cfg, tmp_path):
+    from shoplens.jobs import load_history
+
+    cfg = dataclasses.replace(fresh_cfg, sequences=dataclasses.replace(fresh_cfg.sequences, min_item_count=1))
+    run_date = dt.date(2024, 1, 1)
+    beauty_lines = 150
+    inputs = {
+        "taobao": _prefix(tmp_path, PUBLIC_DATA / "taobao_userbehavior" / "UserBehavior_prefix.csv", "taobao.csv", 1500),
+        "diginetica": _prefix(
+            tmp_path, PUBLIC_DATA / "diginetica_sample" / "sample_train-item-views.csv", "digi.csv", 1500
+        ),
+        "sequences": _prefix(tmp_path, PUBLIC_DATA / "amazon_beauty_seq" / "Beauty.txt", "beauty.txt", beauty_lines),
+    }
+    for fmt, path in inputs.items():
+        assert load_history.run(spark, cfg, fmt, path, run_date, demo=True)["reconciled"]
+    for fmt in ("taobao", "diginetica"):
+        assert build_sessions.run(spark, cfg, run_date, fmt)["sessions"] > 0
+    with pytest.raises(build_sessions.DatasetExcluded):
+        build_sessions.run(spark, cfg, run_date, "sequences")
+    summary = build_sequences.run(spark, cfg, run_date)
+
+    assert summary["taobao"]["user/test"] > 5 and summary["taobao"]["session/train"] > 5
+    # Diginetica is mostly anonymous: its sessions give the session-grain examples.
+    assert summary["diginetica"]["session/test"] > 50
+    assert not any(key.startswith("session/") for key in summary["sequences"])
+
+    # Beauty: leave-one-out exactly as published: per line, the last item is the test target and
+    # the items before it (at most 50) its input; one before, the validation target.
+    vocab = {r[S.ITEM_ID]: r[S.ITEM_INDEX] for r in _table(spark, catalog.ITEM_VOCAB, cfg).where(F.col(S.DATASET) == "sequences").collect()}
+    expected = set()
+    for line in Path(inputs["sequences"]).read_text().splitlines():
+        items = [vocab[i] for i in line.split()[1:]]
+        expected.add((S.TEST, tuple(items[-51:-1]), items[-1]))
+        expected.add((S.VALIDATION, tuple(items[-52:-2]), items[-2]))
+    rows = _table(spark, catalog.SEQUENCE_EXAMPLES, cfg).where(
+        (F.col(S.DATASET) == "sequences") & (F.col(S.SPLIT) != S.TRAIN)
+    ).collect()
+    assert {(r[S.SPLIT], tuple(r[S.INPUT_ITEMS]), r[S.TARGET_ITEM]) for r in rows} == expected
+    assert len(rows) == 2 * beauty_lines and all(len(r[S.NEGATIVES]) == 99 for r in rows)
