@@ -52,4 +52,13 @@ with DAG(
     # The catalogue lands on its own: independent of the events chain.
     SparkSubmitOperator(task_id="build_silver_items", **spark_submit_args(spec, "build_silver_items"))
 
+    # Profiles roll up tonight's daily activity, which counts tonight's sessions.
+    build_user_activity = SparkSubmitOperator(
+        task_id="build_user_activity", **spark_submit_args(spec, "build_user_activity")
+    )
+    build_user_profiles = SparkSubmitOperator(
+        task_id="build_user_profiles", **spark_submit_args(spec, "build_user_profiles")
+    )
+
     ingest_landing >> build_silver_events >> build_sessions >> build_sequences
+    build_sessions >> build_user_activity >> build_user_profiles

@@ -234,11 +234,16 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
         "shoplens.build_sessions 2024-01-02",
         "shoplens.build_silver_events 2024-01-02",
         "shoplens.build_silver_items 2024-01-02",
+        "shoplens.build_user_activity 2024-01-02",
+        "shoplens.build_user_profiles 2024-01-02",
         "shoplens.ingest_landing 2024-01-02",
     ], out[-8000:]
-    chain = ["ingest_landing", "build_silver_events", "build_sessions", "build_sequences"]
-    positions = [names.index(f"shoplens.{job} 2024-01-02") for job in chain]
-    assert positions == sorted(positions)
+    for chain in (
+        ["ingest_landing", "build_silver_events", "build_sessions", "build_sequences"],
+        ["build_sessions", "build_user_activity", "build_user_profiles"],
+    ):
+        positions = [names.index(f"shoplens.{job} 2024-01-02") for job in chain]
+        assert positions == sorted(positions)
 
     spark = request.getfixturevalue("spark")  # only now: no local JVM while the cluster job runs
     cfg = load_config("cluster", CONF_DIR, [f"paths.warehouse={workspace / 'warehouse'}"])

@@ -44,6 +44,8 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     items = json.loads((tmp_path / "landing" / "_truth" / "manifest.json").read_text())["items"]
     assert summary["silver.items"]["rows"] == items["rows_per_date"]["2024-01-01"]
     assert summary["bronze.events"]["location"] == str(tmp_path / "wh" / "bronze" / "events")
-    for table in ("gold.sessions", "gold.session_events", "gold.item_vocab", "gold.sequence_examples"):
+    gold = ("gold.sessions", "gold.session_events", "gold.item_vocab", "gold.sequence_examples")
+    profiles = ("gold.user_daily_activity", "gold.user_profiles", "gold.segment_summary")
+    for table in gold + profiles:
         assert summary[table]["rows"] > 0, table
     assert summary["gold.session_events"]["rows"] == summary["silver.events"]["rows"]

@@ -3,6 +3,7 @@
     python -m shoplens.bench ingest --scale 1000000 [--days 14] [--workdir DIR]
     python -m shoplens.bench ingest --input PATH --format taobao|online_retail|movielens|sequences|diginetica
     python -m shoplens.bench sessions --scale 1000000 [--days 14] [--workdir DIR]   (shoplens.bench_sessions)
+    python -m shoplens.bench profiles --scale 1000000 [--days 28] [--workdir DIR]   (shoplens.bench_profiles)
 
 ``ingest --scale N`` generates the demo shop with about N events, then runs ``ingest_landing`` and
 ``build_silver_events`` for every landing date in one local session, and counts every term of the
@@ -28,7 +29,7 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from shoplens import bench_sessions, catalog, cli
+from shoplens import bench_profiles, bench_sessions, catalog, cli
 from shoplens import schemas as S
 from shoplens.session import build_session
 
@@ -139,9 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_env_args(ingest)
     sessions = sub.add_parser("sessions", help="sessionization: Spark against DuckDB on the same input")
     bench_sessions.add_arguments(sessions)
+    profiles = sub.add_parser("profiles", help="user activity and profile jobs: full history and a nightly increment")
+    bench_profiles.add_arguments(profiles)
     args = cli.parse(parser, argv)
     if args.bench == "sessions":
         return bench_sessions.main(args)
+    if args.bench == "profiles":
+        return bench_profiles.main(args)
     if (args.scale is None) == (args.input is None):
         parser.error("give either --scale N or --input PATH --format F")
     if args.input is not None and not args.format:

@@ -16,7 +16,15 @@ import logging
 import sys
 
 from shoplens import cli, demo
-from shoplens.jobs import build_sequences, build_sessions, build_silver_events, build_silver_items, ingest_landing
+from shoplens.jobs import (
+    build_sequences,
+    build_sessions,
+    build_silver_events,
+    build_silver_items,
+    build_user_activity,
+    build_user_profiles,
+    ingest_landing,
+)
 from shoplens.session import build_session
 from shoplens.tables import describe_tables, format_table
 
@@ -29,6 +37,8 @@ STEPS = (
     ("build_silver_items", lambda spark, cfg, run_date, demo: build_silver_items.run(spark, cfg, run_date)),
     ("build_sessions", lambda spark, cfg, run_date, demo: build_sessions.run(spark, cfg, run_date)),
     ("build_sequences", lambda spark, cfg, run_date, demo: build_sequences.run(spark, cfg, run_date)),
+    ("build_user_activity", lambda spark, cfg, run_date, demo: build_user_activity.run(spark, cfg, run_date)),
+    ("build_user_profiles", lambda spark, cfg, run_date, demo: build_user_profiles.run(spark, cfg, run_date)),
 )
 
 
