@@ -56,7 +56,7 @@ $(HOROVOD_WHEEL): | $(STAMPS)/venv
 
 $(STAMPS)/horovod: $(HOROVOD_WHEEL) $(STAMPS)/venv
 	$(PY) -m pip install --quiet --no-deps $(HOROVOD_WHEEL)
-	$(VENV)/bin/horovodrun --check-build | grep -q '\[X\] TensorFlow'
+	$(VENV)/bin/horovodrun --check-build | grep '\[X\] TensorFlow' > /dev/null
 	touch $@
 
 $(STAMPS)/shoplens: setup.py $(STAMPS)/venv
