@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,28 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1), "python": platform.python_version()}
 
 
+def workdir_config(args: argparse.Namespace, workdir: Path):
+    """The job config of ``args`` with landing files and tables under ``workdir``."""
+    cfg = cli.load_job_config(args)
+    paths = dataclasses.replace(cfg.paths, landing=str(workdir / "landing"), warehouse=str(workdir / "warehouse"))
+    return dataclasses.replace(cfg, paths=paths)
+
+
+def measure(run: Callable[[argparse.Namespace, Path], dict[str, Any]], args: argparse.Namespace, prefix: str) -> int:
+    """Runs ``run(args, workdir)`` in ``--workdir`` or a temporary folder (removed after), adds the
+    machine and the date, and prints the figures as the last stdout line (one JSON object)."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        result = run(args, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["machine"] = machine()
+    result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")  # when measured, not business data
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def _count(spark, spec, cfg, where=None) -> int:
     if not catalog.table_exists(spark, spec.location(cfg)):
         return 0
@@ -66,13 +89,7 @@ def bench_generated(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from shoplens.demo import generate
     from shoplens.jobs import build_silver_events, ingest_landing
 
-    cfg = cli.load_job_config(args)
-    cfg = dataclasses.replace(
-        cfg,
-        paths=dataclasses.replace(
-            cfg.paths, landing=str(workdir / "landing"), warehouse=str(workdir / "warehouse")
-        ),
-    )
+    cfg = workdir_config(args, workdir)
     started = time.perf_counter()
     manifest = generate(cfg.paths.landing, args.start, args.days, args.scale, args.seed, overwrite=True)
     generation_s = time.perf_counter() - started
@@ -113,8 +130,7 @@ def bench_generated(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def bench_input(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from shoplens.jobs import load_history
 
-    cfg = cli.load_job_config(args)
-    cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, warehouse=str(workdir / "warehouse")))
+    cfg = workdir_config(args, workdir)
     spark = build_session(cfg, f"shoplens.bench ingest {args.format}")
     started = time.perf_counter()
     summary = load_history.run(spark, cfg, args.format, args.input, args.run_date, demo=True)
@@ -151,16 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --scale N or --input PATH --format F")
     if args.input is not None and not args.format:
         parser.error("--input needs --format")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoplens-bench-"))
-    try:
-        result = bench_generated(args, workdir) if args.scale else bench_input(args, workdir)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    result["machine"] = machine()
-    result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")  # when measured, not business data
-    print(json.dumps(result, sort_keys=True))
-    return 0
+    return measure(bench_generated if args.scale else bench_input, args, "shoplens-bench-")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
-import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,14 +42,11 @@ def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from shoplens.bench import workdir_config
     from shoplens.demo import generate
     from shoplens.jobs import build_user_activity, build_user_profiles
 
-    cfg = cli.load_job_config(args)
-    cfg = dataclasses.replace(
-        cfg,
-        paths=dataclasses.replace(cfg.paths, landing=str(workdir / "landing"), warehouse=str(workdir / "warehouse")),
-    )
+    cfg = workdir_config(args, workdir)
     started = time.perf_counter()
     manifest = generate(cfg.paths.landing, args.start, args.days, args.scale, args.seed, overwrite=True)
     spark = build_session(cfg, "shoplens.bench profiles")
@@ -109,15 +102,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from shoplens.bench import machine
+    from shoplens.bench import measure
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoplens-bench-profiles-"))
-    try:
-        result = run(args, workdir)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    result["machine"] = machine()
-    result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    print(json.dumps(result, sort_keys=True))
-    return 0
+    return measure(run, args, "shoplens-bench-profiles-")

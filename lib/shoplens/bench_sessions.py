@@ -16,13 +16,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime as dt
-import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -170,13 +165,10 @@ def bench_sessions(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Runs the benchmark in ``workdir``; returns its figures (see the module docstring)."""
     import duckdb
 
+    from shoplens.bench import workdir_config
     from shoplens.demo import generate
 
-    cfg = cli.load_job_config(args)
-    cfg = dataclasses.replace(
-        cfg,
-        paths=dataclasses.replace(cfg.paths, landing=str(workdir / "landing"), warehouse=str(workdir / "warehouse")),
-    )
+    cfg = workdir_config(args, workdir)
     started = time.perf_counter()
     manifest = generate(cfg.paths.landing, args.start, args.days, args.scale, args.seed, overwrite=True)
     generation_s = time.perf_counter() - started
@@ -242,15 +234,6 @@ def bench_sessions(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     """Runs the benchmark (in a temporary folder unless ``--workdir``) and prints its JSON line."""
-    from shoplens.bench import machine
+    from shoplens.bench import measure
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shoplens-bench-sessions-"))
-    try:
-        result = bench_sessions(args, workdir)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    result["machine"] = machine()
-    result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")  # when measured, not business data
-    print(json.dumps(result, sort_keys=True))
-    return 0
+    return measure(bench_sessions, args, "shoplens-bench-sessions-")
