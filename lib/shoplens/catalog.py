@@ -139,11 +139,36 @@ CLUSTER_MODELS = TableSpec(
     (),
     "one row per (dataset, fit_date): a fitted clustering pipeline, its k, silhouette and location",
 )
+MODEL_METRICS = TableSpec(
+    "gold.model_metrics",
+    S.MODEL_METRICS,
+    (S.JOB,),
+    "one row per (run_date, job, dataset, model, split, protocol, metric); MERGEd by shoplens.metrics only",
+)
+CHURN_SCORES = TableSpec(
+    "gold.churn_scores",
+    S.CHURN_SCORES,
+    (S.RUN_DATE,),
+    "one row per (run_date, dataset, user_id): a buyer's churn probability and risk band",
+)
+CHURN_FEATURE_IMPORTANCE = TableSpec(
+    "gold.churn_feature_importance",
+    S.CHURN_FEATURE_IMPORTANCE,
+    (),
+    "one row per (run_date, dataset, model, feature)",
+)
+CUSTOMER_VALUE = TableSpec(
+    "gold.customer_value",
+    S.CUSTOMER_VALUE,
+    (S.SNAPSHOT_DATE,),
+    "one row per (snapshot_date, dataset, user_id): BG/NBD p_alive, expected purchases, expected value",
+)
 
 TABLES: tuple[TableSpec, ...] = (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
     SESSIONS, SESSION_EVENTS, ITEM_VOCAB, SEQUENCE_EXAMPLES,
     USER_DAILY_ACTIVITY, USER_PROFILES, SEGMENT_SUMMARY, CLUSTER_MODELS,
+    MODEL_METRICS, CHURN_SCORES, CHURN_FEATURE_IMPORTANCE, CUSTOMER_VALUE,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

@@ -201,6 +201,80 @@ class ProfilesConfig:
 
 
 @dataclass(frozen=True)
+class GbtConfig:
+    max_iter: int
+    max_depth: int
+    step_size: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ChurnConfig:
+    """Churn label, snapshots and threshold (docs/CHURN.md). Fixed before any real-data run."""
+
+    # A user churns at snapshot t when they make no purchase in the N days (t, t + N].
+    horizon_days: int
+    # The snapshot the models are evaluated on: "" means run date - horizon_days (the latest whose
+    # labels are complete on the run date); else an ISO date, which must be <= run date - N.
+    evaluation_snapshot: str
+    # Training snapshots: "" entries derived as evaluation - N - k * snapshot_step_days for
+    # k = 0 .. training_snapshots - 1, so every training label ends on or before the evaluation snapshot.
+    training_snapshots: int
+    snapshot_step_days: int
+    # Probability at or above which a user is predicted to churn (precision, recall, F1, risk band high).
+    threshold: float
+    # Probability at or above which (and below threshold) a user's risk band is medium.
+    medium_threshold: float
+    # Fewer labelled training examples (or a single class): no fit; the run writes empty slices.
+    min_training_examples: int
+    gbt: GbtConfig
+    logreg_reg_param: float
+
+    def __post_init__(self) -> None:
+        if self.horizon_days < 1 or self.training_snapshots < 1 or self.snapshot_step_days < 1:
+            raise ConfigError("churn.horizon_days, training_snapshots and snapshot_step_days must be positive")
+        if not 0 < self.medium_threshold <= self.threshold < 1:
+            raise ConfigError("churn: need 0 < medium_threshold <= threshold < 1")
+        if self.evaluation_snapshot:
+            try:
+                dt.date.fromisoformat(self.evaluation_snapshot)
+            except ValueError as err:
+                raise ConfigError(f"churn.evaluation_snapshot: expected YYYY-MM-DD, got {self.evaluation_snapshot!r}") from err
+
+    def evaluation_date(self, run_date: dt.date) -> dt.date:
+        """The evaluation snapshot E of a run on ``run_date``: its labels end on or before it."""
+        latest = run_date - dt.timedelta(days=self.horizon_days)
+        if not self.evaluation_snapshot:
+            return latest
+        fixed = dt.date.fromisoformat(self.evaluation_snapshot)
+        if fixed > latest:
+            raise ConfigError(f"churn.evaluation_snapshot {fixed} + horizon_days is after the run date {run_date}")
+        return fixed
+
+    def training_dates(self, run_date: dt.date) -> tuple[dt.date, ...]:
+        """Training snapshots t, oldest first, each with t + horizon_days <= the evaluation snapshot."""
+        last = self.evaluation_date(run_date) - dt.timedelta(days=self.horizon_days)
+        return tuple(
+            last - dt.timedelta(days=k * self.snapshot_step_days) for k in reversed(range(self.training_snapshots))
+        )
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    """BG/NBD + Gamma-Gamma lifetime value (docs/VALUE.md)."""
+
+    # Expected purchases and value are over this many weeks after the snapshot.
+    horizon_weeks: float
+    # Fewer customers (users with a purchase) in a dataset: no fit; model columns stay null.
+    min_customers: int
+    max_iter: int
+
+    def __post_init__(self) -> None:
+        if self.horizon_weeks <= 0 or self.min_customers < 1:
+            raise ConfigError("value.horizon_weeks and value.min_customers must be positive")
+
+
+@dataclass(frozen=True)
 class HorovodConfig:
     num_proc: int
     start_timeout_s: int
@@ -222,6 +296,8 @@ class Config:
     sessions: SessionsConfig
     sequences: SequencesConfig
     profiles: ProfilesConfig
+    churn: ChurnConfig
+    value: ValueConfig
     horovod: HorovodConfig
 
 

@@ -451,3 +451,94 @@ CLUSTER_MODELS = T.StructType(
         T.StructField(DETAILS, T.StringType(), False),
     ]
 )
+
+# --- models: shared metrics, churn, lifetime value -------------------------------------------------
+JOB = "job"
+MODEL = "model"
+PROTOCOL = "protocol"
+METRIC = "metric"
+VALUE = "value"
+N_EXAMPLES = "n_examples"
+CHURN_PROBABILITY = "churn_probability"
+RISK_BAND = "risk_band"
+EVALUATION_SNAPSHOT = "evaluation_snapshot"
+FEATURE = "feature"
+IMPORTANCE = "importance"
+RANK = "rank"
+LABEL = "label"
+HAS_PURCHASED = "has_purchased"
+REPEAT_PURCHASES = "repeat_purchases"
+RECENCY_WEEKS = "recency_weeks"
+AGE_WEEKS = "age_weeks"
+AVG_REPEAT_VALUE = "avg_repeat_value"
+P_ALIVE = "p_alive"
+EXPECTED_PURCHASES = "expected_purchases"
+EXPECTED_AVG_VALUE = "expected_avg_value"
+EXPECTED_VALUE = "expected_value"
+HORIZON_WEEKS = "horizon_weeks"
+
+MODEL_METRICS = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(JOB, T.StringType(), False),
+        # The dataset evaluated ("landing", "online_retail", ...): two datasets never share a row.
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(MODEL, T.StringType(), False),
+        # "train", "test", ... and how the split was made, e.g. "snapshot_holdout" or
+        # "sampled_100_negatives" (a sampled-negative figure is never read as a full-catalogue one).
+        T.StructField(SPLIT, T.StringType(), False),
+        T.StructField(PROTOCOL, T.StringType(), False),
+        T.StructField(METRIC, T.StringType(), False),
+        T.StructField(VALUE, T.DoubleType(), True),
+        T.StructField(N_EXAMPLES, T.LongType(), True),
+    ]
+)
+
+CHURN_SCORES = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), False),
+        T.StructField(MODEL, T.StringType(), False),
+        # P(no purchase in churn.horizon_days after the run date).
+        T.StructField(CHURN_PROBABILITY, T.DoubleType(), False),
+        # high (>= churn.threshold), medium (>= churn.medium_threshold), low.
+        T.StructField(RISK_BAND, T.StringType(), False),
+        T.StructField(RECENCY_DAYS, T.IntegerType(), False),
+        # The snapshot the scoring model was evaluated on (its metrics in gold.model_metrics).
+        T.StructField(EVALUATION_SNAPSHOT, T.DateType(), False),
+    ]
+)
+
+CHURN_FEATURE_IMPORTANCE = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(MODEL, T.StringType(), False),
+        T.StructField(FEATURE, T.StringType(), False),
+        # gbt: Spark's impurity importance (sums to 1); logreg: |coefficient| on standardised features.
+        T.StructField(IMPORTANCE, T.DoubleType(), False),
+        T.StructField(RANK, T.IntegerType(), False),
+    ]
+)
+
+CUSTOMER_VALUE = T.StructType(
+    [
+        T.StructField(SNAPSHOT_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), False),
+        T.StructField(HAS_PURCHASED, T.BooleanType(), False),
+        # BG/NBD statistics (paper conventions): x = distinct purchase days - 1, t_x and T in weeks
+        # from the first purchase day; null for a user who never bought.
+        T.StructField(REPEAT_PURCHASES, T.IntegerType(), True),
+        T.StructField(RECENCY_WEEKS, T.DoubleType(), True),
+        T.StructField(AGE_WEEKS, T.DoubleType(), True),
+        # Mean net spend of the repeat purchase days (floored at 0); null when x = 0.
+        T.StructField(AVG_REPEAT_VALUE, MONEY, True),
+        T.StructField(P_ALIVE, T.DoubleType(), True),
+        T.StructField(EXPECTED_PURCHASES, T.DoubleType(), True),
+        T.StructField(EXPECTED_AVG_VALUE, T.DoubleType(), True),
+        T.StructField(EXPECTED_VALUE, T.DoubleType(), True),
+        T.StructField(HORIZON_WEEKS, T.DoubleType(), False),
+    ]
+)
