@@ -4,6 +4,8 @@
     python -m shoplens.bench ingest --input PATH --format taobao|online_retail|movielens|sequences|diginetica
     python -m shoplens.bench sessions --scale 1000000 [--days 14] [--workdir DIR]   (shoplens.bench_sessions)
     python -m shoplens.bench profiles --scale 1000000 [--days 28] [--workdir DIR]   (shoplens.bench_profiles)
+    python -m shoplens.bench bgnbd --input PATH --format cdnow_summary|cdnow_transactions   (shoplens.bench_value)
+    python -m shoplens.bench churn --input PATH --format online_retail   (shoplens.bench_value)
 
 ``ingest --scale N`` generates the demo shop with about N events, then runs ``ingest_landing`` and
 ``build_silver_events`` for every landing date in one local session, and counts every term of the
@@ -30,7 +32,7 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from shoplens import bench_profiles, bench_sessions, catalog, cli
+from shoplens import bench_profiles, bench_sessions, bench_value, catalog, cli
 from shoplens import schemas as S
 from shoplens.session import build_session
 
@@ -158,11 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     bench_sessions.add_arguments(sessions)
     profiles = sub.add_parser("profiles", help="user activity and profile jobs: full history and a nightly increment")
     bench_profiles.add_arguments(profiles)
+    bench_value.add_bgnbd_arguments(sub.add_parser("bgnbd", help="BG/NBD fit on CDNOW against the published parameters"))
+    bench_value.add_churn_arguments(sub.add_parser("churn", help="churn models against baselines on a public file"))
     args = cli.parse(parser, argv)
     if args.bench == "sessions":
         return bench_sessions.main(args)
     if args.bench == "profiles":
         return bench_profiles.main(args)
+    if args.bench == "bgnbd":
+        return bench_value.main_bgnbd(args)
+    if args.bench == "churn":
+        return bench_value.main_churn(args)
     if (args.scale is None) == (args.input is None):
         parser.error("give either --scale N or --input PATH --format F")
     if args.input is not None and not args.format:
