@@ -9,7 +9,8 @@ from setuptools import find_packages, setup
 
 JOBS = [
     "ingest_landing", "build_silver_events", "build_silver_items", "build_sessions", "build_sequences",
-    "build_user_activity", "build_user_profiles", "load_history", "check_horovod",
+    "build_user_activity", "build_user_profiles", "build_churn_scores", "build_customer_value", "load_history",
+    "check_horovod",
 ]
 
 setup(
@@ -30,6 +31,7 @@ setup(
         "numpy<2",
         "pandas<2.3",
         "pyyaml>=6",
+        "scipy>=1.11",
     ],
     entry_points={
         "console_scripts": [f"shoplens-{job.replace('_', '-')}=shoplens.jobs.{job}:main" for job in JOBS]

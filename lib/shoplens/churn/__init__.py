@@ -1,0 +1,1 @@
+"""Churn prediction from profile snapshots (docs/CHURN.md)."""

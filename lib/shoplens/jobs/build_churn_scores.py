@@ -1,0 +1,224 @@
+"""build_churn_scores: ``gold.user_profiles`` snapshots + ``gold.user_daily_activity`` →
+``gold.churn_scores``, ``gold.churn_feature_importance`` and churn rows of ``gold.model_metrics``.
+
+Protocol (docs/CHURN.md): for run date R, the evaluation snapshot E = R - N (or churn.evaluation_snapshot)
+and training snapshots t with t + N <= E (churn.*). A gradient-boosted classifier and a
+logistic-regression baseline are fitted on the training snapshots, then evaluated on E against a
+recency-only baseline; the same fitted GBT scores R's buyers. Without enough labelled history
+(a young shop, missing snapshots) the run writes empty slices and says why in the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import GBTClassifier, LogisticRegression
+from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shoplens import catalog, cli
+from shoplens import schemas as S
+from shoplens.churn import evaluate
+from shoplens.churn.examples import feature_names, labelled, with_features
+from shoplens.config import ChurnConfig, Config
+from shoplens.io import replace_slice
+from shoplens.metrics import Metric, write_metrics
+from shoplens.session import build_session
+
+log = logging.getLogger(__name__)
+
+JOB = "build_churn_scores"
+GBT, LOGREG, RECENCY = "gbt", "logreg", "recency_baseline"
+_SCORE = "_score"
+
+
+@dataclass(frozen=True)
+class ChurnSummary:
+    run_date: dt.date
+    evaluation_snapshot: dt.date
+    training_snapshots: tuple[dt.date, ...]
+    # dataset → figures on the evaluation snapshot (the bench's JSON); only fitted datasets.
+    by_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def protocol(cfg: ChurnConfig) -> str:
+    return f"snapshot_holdout_{cfg.horizon_days}d"
+
+
+def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
+    """Fits, evaluates and scores churn for every dataset with enough labelled history."""
+    churn = cfg.churn
+    evaluation, training = churn.evaluation_date(run_date), churn.training_dates(run_date)
+    summary = ChurnSummary(run_date, evaluation, training)
+    for spec in (catalog.USER_PROFILES, catalog.USER_DAILY_ACTIVITY):
+        if not catalog.table_exists(spark, spec.location(cfg)):
+            raise FileNotFoundError(f"{spec.name} does not exist at {spec.location(cfg)}: run its job first")
+    profiles = spark.read.format("delta").load(catalog.USER_PROFILES.location(cfg))
+    activity = spark.read.format("delta").load(catalog.USER_DAILY_ACTIVITY.location(cfg)).where(
+        F.col(S.EVENT_DATE) <= F.lit(run_date)
+    )
+    wanted = [*training, evaluation, run_date]
+    snapshots = profiles.where(F.col(S.SNAPSHOT_DATE).isin(wanted)).select(S.SNAPSHOT_DATE).distinct()
+    present = {r[0] for r in snapshots.collect()}  # at most len(wanted) rows
+    missing = [d.isoformat() for d in wanted if d not in present]
+    if missing:
+        log.warning("churn: no gold.user_profiles snapshot for %s (build_user_profiles)", ", ".join(missing))
+    names = feature_names(cfg.profiles.windows_days)
+    features = with_features(profiles.where(F.col(S.SNAPSHOT_DATE).isin(wanted)), cfg.profiles.windows_days)
+    examples = labelled(features, activity, [*training, evaluation], churn.horizon_days).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    scores, importances, metrics = [], [], []
+    try:
+        datasets = sorted(r[0] for r in examples.select(S.DATASET).distinct().collect())  # a handful
+        for dataset in datasets:
+            rows = examples.where(F.col(S.DATASET) == dataset)
+            train = rows.where(F.col(S.SNAPSHOT_DATE).isin(list(training)))
+            test = rows.where(F.col(S.SNAPSHOT_DATE) == F.lit(evaluation))
+            reason = _cannot_fit(train, test, churn)
+            if reason:
+                log.warning("churn: %s on %s not fitted: %s", dataset, run_date, reason)
+                continue
+            gbt, logreg = _fit(train, names, churn)
+            figures, rows_out = _evaluate(gbt, logreg, train, test, churn)
+            summary.by_dataset[dataset] = figures
+            metrics += [Metric(run_date, JOB, dataset, *m) for m in rows_out]
+            current = features.where((F.col(S.SNAPSHOT_DATE) == F.lit(run_date)) & (F.col(S.DATASET) == dataset))
+            scores.append(score_rows(gbt, current, run_date, evaluation, churn))
+            importances.append(importance_rows(spark, gbt, logreg, names, run_date, dataset))
+        empty = spark.createDataFrame([], S.CHURN_SCORES)
+        replace_slice(_union(scores, empty), catalog.CHURN_SCORES, cfg, {S.RUN_DATE: run_date})
+        replace_slice(
+            _union(importances, spark.createDataFrame([], S.CHURN_FEATURE_IMPORTANCE)),
+            catalog.CHURN_FEATURE_IMPORTANCE, cfg, {S.RUN_DATE: run_date},
+        )
+    finally:
+        examples.unpersist()
+    write_metrics(spark, cfg, metrics)
+    log.info("churn of %s (evaluated on %s, trained on %s): %s", run_date, evaluation, training, summary.by_dataset)
+    return summary
+
+
+def _union(parts: list[DataFrame], empty: DataFrame) -> DataFrame:
+    out = empty
+    for part in parts:
+        out = out.unionByName(part)
+    return out
+
+
+def _cannot_fit(train: DataFrame, test: DataFrame, cfg: ChurnConfig) -> str | None:
+    counts = {r[S.LABEL]: r["count"] for r in train.groupBy(S.LABEL).count().collect()}  # two rows
+    if sum(counts.values()) < cfg.min_training_examples:
+        return f"{sum(counts.values())} training examples, fewer than {cfg.min_training_examples}"
+    if len(counts) < 2:
+        return "a single class in the training snapshots"
+    if test.limit(1).count() == 0:
+        return "no example on the evaluation snapshot"
+    return None
+
+
+def _fit(train: DataFrame, names: list[str], cfg: ChurnConfig) -> tuple[PipelineModel, PipelineModel]:
+    assemble = VectorAssembler(inputCols=names, outputCol="features")
+    gbt = GBTClassifier(
+        labelCol=S.LABEL, featuresCol="features", maxIter=cfg.gbt.max_iter, maxDepth=cfg.gbt.max_depth,
+        stepSize=cfg.gbt.step_size, seed=cfg.gbt.seed,
+    )
+    scaler = StandardScaler(inputCol="features", outputCol="scaled", withMean=True, withStd=True)
+    logreg = LogisticRegression(labelCol=S.LABEL, featuresCol="scaled", regParam=cfg.logreg_reg_param)
+    return Pipeline(stages=[assemble, gbt]).fit(train), Pipeline(stages=[assemble, scaler, logreg]).fit(train)
+
+
+def probability(model: PipelineModel, rows: DataFrame) -> DataFrame:
+    """``rows`` with ``_score``, the model's probability of churn (class 1)."""
+    return model.transform(rows).withColumn(_SCORE, vector_to_array(F.col("probability"))[1])
+
+
+def _evaluate(gbt, logreg, train, test, cfg: ChurnConfig) -> tuple[dict[str, Any], list[tuple]]:
+    """Figures of the three rankers on the evaluation snapshot (and the fitted ones on training).
+
+    The recency baseline ranks by days since the last purchase; at the threshold it predicts churn
+    when recency_days >= horizon_days (the rule of thumb "no purchase for N days")."""
+    proto = protocol(cfg)
+    figures: dict[str, Any] = {}
+    out: list[tuple] = []
+    threshold = F.col(_SCORE) >= F.lit(cfg.threshold)
+    splits = {
+        (GBT, "test"): (probability(gbt, test), threshold),
+        (LOGREG, "test"): (probability(logreg, test), threshold),
+        (RECENCY, "test"): (test.withColumn(_SCORE, F.col(S.RECENCY_DAYS)),
+                            F.col(_SCORE) >= F.lit(float(cfg.horizon_days))),
+        (GBT, "train"): (probability(gbt, train), threshold),
+        (LOGREG, "train"): (probability(logreg, train), threshold),
+    }
+    for (model, split), (scored, predicted) in splits.items():
+        scored = scored.select(S.LABEL, _SCORE).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            values = {
+                "pr_auc": evaluate.auc(scored, _SCORE, "areaUnderPR"),
+                "roc_auc": evaluate.auc(scored, _SCORE, "areaUnderROC"),
+                **evaluate.at_threshold(scored, predicted),
+            }
+        finally:
+            scored.unpersist()
+        n = values.pop("n")
+        for metric, value in values.items():
+            out.append((model, split, proto, metric, value, n))
+        if split == "test":
+            prefix = "" if model == GBT else f"{model}_"
+            figures.update({f"{prefix}{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()})
+            if model == GBT:
+                figures["n_users"] = n
+    return figures, out
+
+
+def score_rows(model: PipelineModel, current: DataFrame, run_date: dt.date, evaluation: dt.date, cfg: ChurnConfig):
+    """The run date's buyers scored by ``model``. Returns: gold.churn_scores rows, one per
+    (dataset, user_id)."""
+    p = F.col(_SCORE)
+    band = (
+        F.when(p >= F.lit(cfg.threshold), "high").when(p >= F.lit(cfg.medium_threshold), "medium").otherwise("low")
+    )
+    return probability(model, current).select(
+        F.lit(run_date).alias(S.RUN_DATE),
+        S.DATASET,
+        S.USER_ID,
+        F.lit(GBT).alias(S.MODEL),
+        p.alias(S.CHURN_PROBABILITY),
+        band.alias(S.RISK_BAND),
+        F.col(S.RECENCY_DAYS).cast("int").alias(S.RECENCY_DAYS),
+        F.lit(evaluation).alias(S.EVALUATION_SNAPSHOT),
+    )
+
+
+def importance_rows(spark, gbt: PipelineModel, logreg: PipelineModel, names: list[str], run_date, dataset):
+    """GBT impurity importances and |standardised logistic coefficients|, ranked per model.
+    Returns: gold.churn_feature_importance rows, one per (model, feature)."""
+    rows = []
+    for model, values in (
+        (GBT, gbt.stages[-1].featureImportances.toArray()),
+        (LOGREG, [abs(c) for c in logreg.stages[-1].coefficients.toArray()]),
+    ):
+        ranked = sorted(zip(names, (float(v) for v in values), strict=True), key=lambda nv: (-nv[1], nv[0]))
+        rows += [(run_date, dataset, model, name, value, rank) for rank, (name, value) in enumerate(ranked, 1)]
+    return spark.createDataFrame(rows, S.CHURN_FEATURE_IMPORTANCE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
+    cfg = cli.load_job_config(args)
+    spark = build_session(cfg, f"shoplens.build_churn_scores {args.run_date}")
+    run(spark, cfg, args.run_date)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
