@@ -5,7 +5,7 @@ Pure transforms; ``shoplens.jobs.build_silver_events`` reads, calls them and wri
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoplens import schemas as S
@@ -22,6 +22,8 @@ from shoplens.ingest.rules import (
 )
 
 DELIVERY_RANK = "delivery_rank"
+ACTOR = "actor"
+TRIMMED_ID = "trimmed_id"
 STAGE_SILVER = "silver"
 
 
@@ -63,24 +65,38 @@ def silver_event_rows(kept: DataFrame, key: bytes, timezone: str, dataset: str) 
     )
 
 
-def with_is_bot(events: DataFrame, bots: BotsConfig) -> DataFrame:
-    """Adds ``is_bot``: the event's actor (user, else anonymous session key) exceeded
-    ``bots.max_events_per_hour`` in some hour or ``bots.max_events_per_day`` on the event's date.
+def actor_of() -> Column:
+    """An event's actor: its user, else its anonymous session key (prefixed so they never clash)."""
+    return F.coalesce(F.col(S.USER_ID), F.concat(F.lit("session:"), F.col(S.SESSION_KEY)))
 
-    Returns: one row per input row; input columns plus ``is_bot``.
+
+def bot_flags(events: DataFrame, bots: BotsConfig) -> DataFrame:
+    """``is_bot`` per (actor, event date): the actor exceeded ``bots.max_events_per_hour`` in some
+    hour or ``bots.max_events_per_day`` on that date.
+
+    ``events`` has ``actor``, ``event_date`` and ``event_time``: every accepted event of those
+    actor-days, or the flags undercount. Returns: one row per (actor, event_date).
     """
-    actor = F.coalesce(F.col(S.USER_ID), F.concat(F.lit("session:"), F.col(S.SESSION_KEY)))
-    with_actor = events.withColumn("_actor", actor)
-    hourly = with_actor.groupBy("_actor", S.EVENT_DATE, F.date_trunc("hour", S.EVENT_TIME).alias("_hour")).count()
-    per_day = hourly.groupBy("_actor", S.EVENT_DATE).agg(
+    hourly = events.groupBy(ACTOR, S.EVENT_DATE, F.date_trunc("hour", S.EVENT_TIME).alias("_hour")).count()
+    per_day = hourly.groupBy(ACTOR, S.EVENT_DATE).agg(
         F.max("count").alias("_max_per_hour"), F.sum("count").alias("_per_day")
     )
     is_bot = (F.col("_max_per_hour") > bots.max_events_per_hour) | (F.col("_per_day") > bots.max_events_per_day)
-    flags = per_day.select("_actor", S.EVENT_DATE, is_bot.alias(S.IS_BOT))
-    return (
-        with_actor.join(flags, on=["_actor", S.EVENT_DATE], how="left")
-        .withColumn(S.IS_BOT, F.coalesce(F.col(S.IS_BOT), F.lit(False)))
-        .drop("_actor")
+    return per_day.select(ACTOR, S.EVENT_DATE, is_bot.alias(S.IS_BOT))
+
+
+def with_is_bot(events: DataFrame, bots: BotsConfig, others: DataFrame | None = None) -> DataFrame:
+    """Adds ``is_bot`` (see :func:`bot_flags`) and ``actor``, counting ``events`` together with
+    ``others``: the actor-days' events already accepted (``actor``, ``event_date``, ``event_time``).
+
+    Returns: one row per input row; input columns plus ``actor`` and ``is_bot``.
+    """
+    with_actor = events.withColumn(ACTOR, actor_of())
+    counted = with_actor.select(ACTOR, S.EVENT_DATE, S.EVENT_TIME)
+    if others is not None:
+        counted = counted.unionByName(others.select(ACTOR, S.EVENT_DATE, S.EVENT_TIME))
+    return with_actor.join(bot_flags(counted, bots), on=[ACTOR, S.EVENT_DATE], how="left").withColumn(
+        S.IS_BOT, F.coalesce(F.col(S.IS_BOT), F.lit(False))
     )
 
 

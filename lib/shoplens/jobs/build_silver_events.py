@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest import rules, silver
 from shoplens.ingest.pseudonymise import load_key
-from shoplens.io import replace_slice
+from shoplens.io import ensure_table, replace_slice
 from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,12 @@ class SilverSummary:
 class SilverTarget:
     """What one silver build owns: the nightly job for a run date, or one bulk import of a dataset.
 
-    Rows of ``run_date`` are the ones counted, quarantined and deduplicated; accepted events must
-    fall on the event dates ``[run_date - late_days, run_date]``; each ``*_slice`` is the
-    ``replace_slice`` condition of one table, so builds of other datasets or dates are untouched;
-    ``prices_required`` is false for sources whose purchases carry no price.
+    The bronze rows handed to :func:`commit_silver` are the ones landed on ``run_date``: they are
+    counted, quarantined and deduplicated; accepted events fall on the event dates
+    ``[window_start, window_end]``. ``incremental`` (the nightly job): earlier run dates' accepted
+    events stay, the run MERGEs its own into the window; otherwise (a bulk import) ``events_slice``
+    is replaced. Each ``*_slice`` is a ``replace_slice`` condition, so builds of other datasets or
+    dates are untouched; ``prices_required`` is false for sources whose purchases carry no price.
     """
 
     run_date: dt.date
@@ -64,44 +67,71 @@ class SilverTarget:
     quarantine_slice: Mapping[str, object]
     duplicates_slice: Mapping[str, object]
     prices_required: bool = True
+    incremental: bool = False
+    future_days: int = 1
 
     @property
     def window_start(self) -> dt.date:
         return self.run_date - dt.timedelta(days=self.late_days)
 
+    @property
+    def window_end(self) -> dt.date:
+        """The latest event date a row landed on ``run_date`` can have (``future_event_time``'s
+        tolerance reaches past midnight)."""
+        return self.run_date + dt.timedelta(days=self.future_days)
+
 
 def nightly_target(cfg: Config, run_date: dt.date) -> SilverTarget:
-    """The nightly job's slices: event dates ``[R - late_days, R]`` of dataset ``landing``, and the
-    run date's quarantine (stage ``silver``) and duplicates."""
-    window_start = run_date - dt.timedelta(days=cfg.silver.late_days)
+    """The nightly job's slices: the accepted events landed on R (event dates ``[R - late_days,
+    R + tolerance]``) of dataset ``landing``, and the run date's quarantine (stage ``silver``) and
+    duplicates."""
     return SilverTarget(
         run_date=run_date,
         late_days=cfg.silver.late_days,
         dataset=S.DATASET_LANDING,
         stage=silver.STAGE_SILVER,
         quality_table=catalog.SILVER_EVENTS.name,
-        # Bulk imports of other datasets may share these dates: each feed owns only its rows.
-        events_slice={S.EVENT_DATE: (window_start, run_date), S.DATASET: S.DATASET_LANDING},
+        events_slice={S.DATASET: S.DATASET_LANDING, S.RUN_DATE: run_date},
         quarantine_slice={S.RUN_DATE: run_date, S.STAGE: silver.STAGE_SILVER},
         duplicates_slice={S.RUN_DATE: run_date, S.DATASET: S.DATASET_LANDING},
+        incremental=True,
+        future_days=future_days(cfg),
     )
+
+
+def future_days(cfg: Config) -> int:
+    """How many days past its run date an accepted event may fall (``future_tolerance_minutes``)."""
+    return math.ceil(cfg.silver.future_tolerance_minutes / (24 * 60)) if cfg.silver.future_tolerance_minutes > 0 else 0
 
 
 def run(spark: SparkSession, cfg: Config, run_date: dt.date, demo: bool = False) -> SilverSummary:
-    """Builds silver for the window of ``run_date``; returns the run date's rejection counts."""
+    """Builds silver from the rows landed on ``run_date``; returns the run date's rejection counts.
+
+    When a later run date already accepted events first delivered on ``run_date`` (it ran before
+    this one), those later run dates are rebuilt after it, in order, so the result is the same as
+    running every date in order.
+    """
     key = load_key(demo)
     target = nightly_target(cfg, run_date)
+    summary, displaced = _build_one(spark, cfg, target, key)
+    for later in displaced:
+        log.warning("run date %s had accepted events first delivered on %s: rebuilding it", later, run_date)
+        _build_one(spark, cfg, nightly_target(cfg, later), key)
+    return summary
+
+
+def _build_one(spark: SparkSession, cfg: Config, target: SilverTarget, key: bytes) -> tuple[SilverSummary, list]:
     bronze = (
         spark.read.format("delta")
         .load(catalog.BRONZE_EVENTS.location(cfg))
-        .where(F.col(S.RUN_DATE).between(target.window_start, run_date))
+        .where(F.col(S.RUN_DATE) == F.lit(target.run_date))
     )
-    summary = commit_silver(spark, cfg, bronze, target, key)
+    summary, displaced = commit_silver(spark, cfg, bronze, target, key)
     log.info(
-        "silver for %s (event dates %s..%s): %d bronze rows landed on %s, rejected %s",
-        run_date, target.window_start, run_date, summary.bronze_rows, run_date, summary.rejected_by_reason,
+        "silver for %s: %d bronze rows landed, rejected %s",
+        target.run_date, summary.bronze_rows, summary.rejected_by_reason,
     )
-    return summary
+    return summary, displaced
 
 
 def commit_silver(
@@ -111,13 +141,16 @@ def commit_silver(
     target: SilverTarget,
     key: bytes,
     rejected_upstream: DataFrame | None = None,
-) -> SilverSummary:
-    """Bronze-shaped rows → the target's slices of silver.events, silver.reviews, silver.quarantine
+) -> tuple[SilverSummary, list[dt.date]]:
+    """Bronze rows landed on ``target.run_date`` → silver.events, silver.reviews, silver.quarantine
     and silver.duplicates, behind the reject-share check and the Great Expectations gate.
 
     ``bronze`` has bronze.events' columns; ``rejected_upstream`` (silver.quarantine's columns) are
     records set aside before the rules (an import's malformed lines), written with the rule rejects.
-    Returns: the counts of the rows of ``target.run_date``.
+    A row is a duplicate when an earlier delivery of its ``event_id`` was accepted: on an earlier
+    run date within ``late_days`` (incremental targets), or earlier on the same run date (source
+    file, then line). Returns: the run date's counts, and the later run dates (sorted) whose
+    accepted events this run's first deliveries displaced (they need a rebuild).
     """
     ctx = rules.RowContext(
         cfg.shop.timezone, target.late_days, cfg.silver.future_tolerance_minutes, target.prices_required
@@ -128,10 +161,9 @@ def commit_silver(
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        is_today = F.col(S.RUN_DATE) == F.lit(target.run_date)
         by_reason = {
             row[S.REASON]: row["count"]
-            for row in staged.where(is_today).groupBy(S.REASON).count().collect()  # one row per reason
+            for row in staged.groupBy(S.REASON).count().collect()  # one row per reason
         }
         summary = SilverSummary(
             run_date=target.run_date,
@@ -139,19 +171,33 @@ def commit_silver(
             rejected_by_reason=dict(sorted((k, v) for k, v in by_reason.items() if k is not None)),
         )
         ranked = silver.with_delivery_rank(staged.where(F.col(S.REASON).isNull()))
-        events = (
-            silver.silver_event_rows(
-                ranked.where(F.col(silver.DELIVERY_RANK) == 1), key, cfg.shop.timezone, target.dataset
+        firsts = ranked.where(F.col(silver.DELIVERY_RANK) == 1).withColumn(silver.TRIMMED_ID, F.trim(S.EVENT_ID))
+        redelivered = firsts.limit(0)
+        displaced: list[dt.date] = []
+        existing = None
+        if target.incremental and catalog.table_exists(spark, catalog.SILVER_EVENTS.location(cfg)):
+            existing = _window_rows(spark, cfg, target)
+            earlier = _accepted_ids(spark, cfg, target, target.window_start, target.run_date - dt.timedelta(days=1))
+            redelivered = firsts.join(earlier, silver.TRIMMED_ID, "left_semi")
+            firsts = firsts.join(earlier, silver.TRIMMED_ID, "left_anti")
+        new_events = silver.silver_event_rows(firsts, key, cfg.shop.timezone, target.dataset)
+        others = None
+        if existing is not None:
+            touched = new_events.select(silver.actor_of().alias(silver.ACTOR), S.EVENT_DATE).distinct()
+            others = (
+                existing.join(touched, [silver.ACTOR, S.EVENT_DATE], "left_semi")
+                # A later run date's copy of an event delivered first on this one is replaced, not counted.
+                .join(new_events.select(S.EVENT_ID), S.EVENT_ID, "left_anti")
+                .persist(StorageLevel.MEMORY_AND_DISK)
             )
-            .where(F.col(S.EVENT_DATE).between(target.window_start, target.run_date))
-            .transform(lambda df: silver.with_is_bot(df, cfg.bots))
-            .persist(StorageLevel.MEMORY_AND_DISK)
+        events = silver.with_is_bot(new_events, cfg.bots, others).drop(silver.ACTOR).persist(
+            StorageLevel.MEMORY_AND_DISK
         )
         try:
             report = quality.validate(
                 catalog.SILVER_EVENTS.conform(events),
                 target.quality_table,
-                rules.silver_expectations(target.window_start, target.run_date, cfg.quality.min_valid_share),
+                rules.silver_expectations(target.window_start, target.window_end, cfg.quality.min_valid_share),
                 target.run_date,
             )
             replace_slice(
@@ -162,23 +208,110 @@ def commit_silver(
             )
             _check_reject_shares(summary, cfg)
             report.raise_for_gates()
-            replace_slice(events, catalog.SILVER_EVENTS, cfg, target.events_slice)
-            replace_slice(silver.review_rows(events), catalog.SILVER_REVIEWS, cfg, target.events_slice)
+            if existing is None:
+                replace_slice(events, catalog.SILVER_EVENTS, cfg, target.events_slice)
+                replace_slice(silver.review_rows(events), catalog.SILVER_REVIEWS, cfg, target.events_slice)
+            else:
+                later = _accepted_ids(
+                    spark, cfg, target, target.run_date + dt.timedelta(days=1),
+                    target.run_date + dt.timedelta(days=target.late_days),
+                )
+                displaced = sorted(
+                    row[S.RUN_DATE]
+                    for row in later.join(events.select(F.col(S.EVENT_ID).alias(silver.TRIMMED_ID)), silver.TRIMMED_ID)
+                    .select(S.RUN_DATE).distinct().collect()  # at most late_days rows
+                )
+                changed = _flag_changes(others, events)
+                _merge_window(spark, cfg, catalog.SILVER_EVENTS, events, changed, target)
+                _merge_window(spark, cfg, catalog.SILVER_REVIEWS, silver.review_rows(events), changed, target)
         finally:
             events.unpersist()
-        quarantined = silver.quarantine_rows(staged.where(is_today & F.col(S.REASON).isNotNull()), target.stage)
+            if others is not None:
+                others.unpersist()
+        quarantined = silver.quarantine_rows(staged.where(F.col(S.REASON).isNotNull()), target.stage)
         if rejected_upstream is not None:
             quarantined = quarantined.unionByName(rejected_upstream)
         replace_slice(quarantined, catalog.QUARANTINE, cfg, target.quarantine_slice)
+        duplicates = ranked.where(F.col(silver.DELIVERY_RANK) > 1).unionByName(redelivered.drop(silver.TRIMMED_ID))
         replace_slice(
-            silver.duplicate_rows(ranked.where(is_today & (F.col(silver.DELIVERY_RANK) > 1)), target.dataset),
-            catalog.DUPLICATES,
-            cfg,
-            target.duplicates_slice,
+            silver.duplicate_rows(duplicates, target.dataset), catalog.DUPLICATES, cfg, target.duplicates_slice
         )
     finally:
         staged.unpersist()
-    return summary
+    return summary, displaced
+
+
+def _silver_of(spark: SparkSession, cfg: Config, target: SilverTarget, first: dt.date, last: dt.date) -> DataFrame:
+    """The feed's silver.events rows whose event date is in ``[first, last]``."""
+    events = spark.read.format("delta").load(catalog.SILVER_EVENTS.location(cfg))
+    in_dates = (F.col(S.EVENT_DATE) >= F.lit(first)) & (F.col(S.EVENT_DATE) <= F.lit(last))
+    return events.where((F.col(S.DATASET) == target.dataset) & in_dates)
+
+
+def _accepted_ids(spark: SparkSession, cfg: Config, target: SilverTarget, first: dt.date, last: dt.date) -> DataFrame:
+    """``event_id`` (as ``trimmed_id``) and ``run_date`` of the feed's events accepted on the run
+    dates ``[first, last]``: their event dates lie in ``[first - late_days, last + future_days]``."""
+    rows = _silver_of(
+        spark, cfg, target, first - dt.timedelta(days=target.late_days), last + dt.timedelta(days=target.future_days)
+    )
+    return rows.where(F.col(S.RUN_DATE).between(F.lit(first), F.lit(last))).select(
+        F.col(S.EVENT_ID).alias(silver.TRIMMED_ID), S.RUN_DATE
+    )
+
+
+def _window_rows(spark: SparkSession, cfg: Config, target: SilverTarget) -> DataFrame:
+    """The window's events accepted on other run dates, with their actor: the bot flags' context."""
+    rows = _silver_of(spark, cfg, target, target.window_start, target.window_end)
+    return rows.where(F.col(S.RUN_DATE) != F.lit(target.run_date)).select(
+        silver.actor_of().alias(silver.ACTOR), S.EVENT_DATE, S.EVENT_TIME, S.EVENT_ID, S.IS_BOT
+    )
+
+
+def _flag_changes(others: DataFrame, events: DataFrame) -> DataFrame:
+    """Already accepted events whose bot flag the new events change: (event_id, event_date, is_bot)."""
+    flags = events.select(
+        silver.actor_of().alias(silver.ACTOR), S.EVENT_DATE, F.col(S.IS_BOT).alias("_flag")
+    ).distinct()
+    return (
+        others.join(flags, [silver.ACTOR, S.EVENT_DATE])
+        .where(F.col(S.IS_BOT) != F.col("_flag"))
+        .select(S.EVENT_ID, S.EVENT_DATE, F.col("_flag").alias(S.IS_BOT))
+    )
+
+
+def _merge_window(
+    spark: SparkSession, cfg: Config, spec: catalog.TableSpec, rows: DataFrame, changed: DataFrame, target: SilverTarget
+) -> None:
+    """One MERGE into the target's window of ``spec``: inserts ``rows`` (or replaces them, on a
+    re-run or over a later delivery), sets the changed bot flags, and deletes the rows this run
+    date had accepted before that it no longer produces."""
+    from delta.tables import DeltaTable
+
+    location = spec.location(cfg)
+    ensure_table(spark, spec, cfg)
+    kind = "_kind"
+    same_event = f"t.`{S.EVENT_DATE}` = s.`{S.EVENT_DATE}` AND t.`{S.EVENT_ID}` = s.`{S.EVENT_ID}`"
+    source = spec.conform(rows).withColumn(kind, F.lit("row")).unionByName(
+        changed.withColumn(kind, F.lit("flag")), allowMissingColumns=True
+    )
+    window = (
+        f"t.`{S.DATASET}` = '{target.dataset}' AND t.`{S.EVENT_DATE}` >= DATE'{target.window_start}' "
+        f"AND t.`{S.EVENT_DATE}` <= DATE'{target.window_end}'"
+    )
+    (
+        DeltaTable.forPath(spark, location)
+        .alias("t")
+        .merge(source.alias("s"), f"{window} AND {same_event}")
+        .whenMatchedUpdate(condition=f"s.{kind} = 'flag'", set={S.IS_BOT: f"s.`{S.IS_BOT}`"})
+        .whenMatchedUpdate(condition=f"s.{kind} = 'row'", set={c: f"s.`{c}`" for c in spec.columns})
+        .whenNotMatchedInsert(condition=f"s.{kind} = 'row'", values={c: f"s.`{c}`" for c in spec.columns})
+        .whenNotMatchedBySourceDelete(condition=f"{window} AND t.`{S.RUN_DATE}` = DATE'{target.run_date}'")
+        .execute()
+    )
+    log.info(
+        "merged run date %s into %s (event dates %s..%s)", target.run_date, spec.name, target.window_start,
+        target.window_end,
+    )
 
 
 def _check_reject_shares(summary: SilverSummary, cfg: Config) -> None:
