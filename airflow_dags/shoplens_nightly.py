@@ -59,6 +59,14 @@ with DAG(
     build_user_profiles = SparkSubmitOperator(
         task_id="build_user_profiles", **spark_submit_args(spec, "build_user_profiles")
     )
+    # Churn reads tonight's and past profile snapshots; lifetime value reads the daily activity and
+    # follows the profiles so that both describe the same night.
+    build_churn_scores = SparkSubmitOperator(
+        task_id="build_churn_scores", **spark_submit_args(spec, "build_churn_scores")
+    )
+    build_customer_value = SparkSubmitOperator(
+        task_id="build_customer_value", **spark_submit_args(spec, "build_customer_value")
+    )
 
     ingest_landing >> build_silver_events >> build_sessions >> build_sequences
-    build_sessions >> build_user_activity >> build_user_profiles
+    build_sessions >> build_user_activity >> build_user_profiles >> [build_churn_scores, build_customer_value]

@@ -230,6 +230,8 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
     apps = {app["id"]: app for app in cluster.master_state(cluster.default_layout())["completedapps"]}
     names = [apps[app_id]["name"] for app_id in app_ids]
     assert sorted(names) == [
+        "shoplens.build_churn_scores 2024-01-02",
+        "shoplens.build_customer_value 2024-01-02",
         "shoplens.build_sequences 2024-01-02",
         "shoplens.build_sessions 2024-01-02",
         "shoplens.build_silver_events 2024-01-02",
@@ -240,7 +242,8 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
     ], out[-8000:]
     for chain in (
         ["ingest_landing", "build_silver_events", "build_sessions", "build_sequences"],
-        ["build_sessions", "build_user_activity", "build_user_profiles"],
+        ["build_sessions", "build_user_activity", "build_user_profiles", "build_churn_scores"],
+        ["build_user_profiles", "build_customer_value"],
     ):
         positions = [names.index(f"shoplens.{job} 2024-01-02") for job in chain]
         assert positions == sorted(positions)

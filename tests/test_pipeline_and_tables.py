@@ -48,4 +48,7 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     profiles = ("gold.user_daily_activity", "gold.user_profiles", "gold.segment_summary")
     for table in gold + profiles:
         assert summary[table]["rows"] > 0, table
+    # Two days are no labelled churn history: the churn tables exist, empty; every user is valued.
+    assert summary["gold.churn_scores"]["rows"] == 0
+    assert summary["gold.customer_value"]["rows"] > 0
     assert summary["gold.session_events"]["rows"] == summary["silver.events"]["rows"]

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_sessions.add_arguments(sessions)
     profiles = sub.add_parser("profiles", help="user activity and profile jobs: full history and a nightly increment")
     bench_profiles.add_arguments(profiles)
-    bench_value.add_bgnbd_arguments(sub.add_parser("bgnbd", help="BG/NBD fit on CDNOW against the published parameters"))
+    bench_value.add_bgnbd_arguments(sub.add_parser("bgnbd", help="BG/NBD fit on CDNOW against the paper"))
     bench_value.add_churn_arguments(sub.add_parser("churn", help="churn models against baselines on a public file"))
     args = cli.parse(parser, argv)
     if args.bench == "sessions":

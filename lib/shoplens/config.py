@@ -239,7 +239,9 @@ class ChurnConfig:
             try:
                 dt.date.fromisoformat(self.evaluation_snapshot)
             except ValueError as err:
-                raise ConfigError(f"churn.evaluation_snapshot: expected YYYY-MM-DD, got {self.evaluation_snapshot!r}") from err
+                raise ConfigError(
+                    f"churn.evaluation_snapshot: expected YYYY-MM-DD, got {self.evaluation_snapshot!r}"
+                ) from err
 
     def evaluation_date(self, run_date: dt.date) -> dt.date:
         """The evaluation snapshot E of a run on ``run_date``: its labels end on or before it."""

@@ -17,6 +17,8 @@ import sys
 
 from shoplens import cli, demo
 from shoplens.jobs import (
+    build_churn_scores,
+    build_customer_value,
     build_sequences,
     build_sessions,
     build_silver_events,
@@ -39,6 +41,8 @@ STEPS = (
     ("build_sequences", lambda spark, cfg, run_date, demo: build_sequences.run(spark, cfg, run_date)),
     ("build_user_activity", lambda spark, cfg, run_date, demo: build_user_activity.run(spark, cfg, run_date)),
     ("build_user_profiles", lambda spark, cfg, run_date, demo: build_user_profiles.run(spark, cfg, run_date)),
+    ("build_churn_scores", lambda spark, cfg, run_date, demo: build_churn_scores.run(spark, cfg, run_date)),
+    ("build_customer_value", lambda spark, cfg, run_date, demo: build_customer_value.run(spark, cfg, run_date)),
 )
 
 
