@@ -29,7 +29,7 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest import rules, silver
 from shoplens.ingest.pseudonymise import load_key
-from shoplens.io import ensure_table, replace_slice
+from shoplens.io import replace_slice
 from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,18 @@ def nightly_target(cfg: Config, run_date: dt.date) -> SilverTarget:
     """The nightly job's slices: the accepted events landed on R (event dates ``[R - late_days,
     R + tolerance]``) of dataset ``landing``, and the run date's quarantine (stage ``silver``) and
     duplicates."""
+    window_start = run_date - dt.timedelta(days=cfg.silver.late_days)
     return SilverTarget(
         run_date=run_date,
         late_days=cfg.silver.late_days,
         dataset=S.DATASET_LANDING,
         stage=silver.STAGE_SILVER,
         quality_table=catalog.SILVER_EVENTS.name,
-        events_slice={S.DATASET: S.DATASET_LANDING, S.RUN_DATE: run_date},
+        events_slice={
+            S.DATASET: S.DATASET_LANDING,
+            S.RUN_DATE: run_date,
+            S.EVENT_DATE: (window_start, run_date + dt.timedelta(days=future_days(cfg))),
+        },
         quarantine_slice={S.RUN_DATE: run_date, S.STAGE: silver.STAGE_SILVER},
         duplicates_slice={S.RUN_DATE: run_date, S.DATASET: S.DATASET_LANDING},
         incremental=True,
@@ -208,10 +213,10 @@ def commit_silver(
             )
             _check_reject_shares(summary, cfg)
             report.raise_for_gates()
-            if existing is None:
-                replace_slice(events, catalog.SILVER_EVENTS, cfg, target.events_slice)
-                replace_slice(silver.review_rows(events), catalog.SILVER_REVIEWS, cfg, target.events_slice)
-            else:
+            # The run date's own rows: one atomic replace of their slice per table.
+            replace_slice(events, catalog.SILVER_EVENTS, cfg, target.events_slice)
+            replace_slice(silver.review_rows(events), catalog.SILVER_REVIEWS, cfg, target.events_slice)
+            if existing is not None:
                 later = _accepted_ids(
                     spark, cfg, target, target.run_date + dt.timedelta(days=1),
                     target.run_date + dt.timedelta(days=target.late_days),
@@ -221,9 +226,13 @@ def commit_silver(
                     for row in later.join(events.select(F.col(S.EVENT_ID).alias(silver.TRIMMED_ID)), silver.TRIMMED_ID)
                     .select(S.RUN_DATE).distinct().collect()  # at most late_days rows
                 )
-                changed = _flag_changes(others, events)
-                _merge_window(spark, cfg, catalog.SILVER_EVENTS, events, changed, target)
-                _merge_window(spark, cfg, catalog.SILVER_REVIEWS, silver.review_rows(events), changed, target)
+                changed = _flag_changes(others, events).persist(StorageLevel.MEMORY_AND_DISK)
+                try:
+                    if not changed.isEmpty():
+                        _update_flags(spark, cfg, catalog.SILVER_EVENTS, changed, target)
+                        _update_flags(spark, cfg, catalog.SILVER_REVIEWS, changed, target)
+                finally:
+                    changed.unpersist()
         finally:
             events.unpersist()
             if others is not None:
@@ -279,39 +288,26 @@ def _flag_changes(others: DataFrame, events: DataFrame) -> DataFrame:
     )
 
 
-def _merge_window(
-    spark: SparkSession, cfg: Config, spec: catalog.TableSpec, rows: DataFrame, changed: DataFrame, target: SilverTarget
+def _update_flags(
+    spark: SparkSession, cfg: Config, spec: catalog.TableSpec, changed: DataFrame, target: SilverTarget
 ) -> None:
-    """One MERGE into the target's window of ``spec``: inserts ``rows`` (or replaces them, on a
-    re-run or over a later delivery), sets the changed bot flags, and deletes the rows this run
-    date had accepted before that it no longer produces."""
+    """Sets the bot flags that R's events changed on other run dates' rows of the window (a MERGE
+    that only updates: rare, as it takes late events that push an actor-day over the rule)."""
     from delta.tables import DeltaTable
 
-    location = spec.location(cfg)
-    ensure_table(spark, spec, cfg)
-    kind = "_kind"
-    same_event = f"t.`{S.EVENT_DATE}` = s.`{S.EVENT_DATE}` AND t.`{S.EVENT_ID}` = s.`{S.EVENT_ID}`"
-    source = spec.conform(rows).withColumn(kind, F.lit("row")).unionByName(
-        changed.withColumn(kind, F.lit("flag")), allowMissingColumns=True
-    )
     window = (
         f"t.`{S.DATASET}` = '{target.dataset}' AND t.`{S.EVENT_DATE}` >= DATE'{target.window_start}' "
         f"AND t.`{S.EVENT_DATE}` <= DATE'{target.window_end}'"
     )
+    same_event = f"t.`{S.EVENT_DATE}` = s.`{S.EVENT_DATE}` AND t.`{S.EVENT_ID}` = s.`{S.EVENT_ID}`"
     (
-        DeltaTable.forPath(spark, location)
+        DeltaTable.forPath(spark, spec.location(cfg))
         .alias("t")
-        .merge(source.alias("s"), f"{window} AND {same_event}")
-        .whenMatchedUpdate(condition=f"s.{kind} = 'flag'", set={S.IS_BOT: f"s.`{S.IS_BOT}`"})
-        .whenMatchedUpdate(condition=f"s.{kind} = 'row'", set={c: f"s.`{c}`" for c in spec.columns})
-        .whenNotMatchedInsert(condition=f"s.{kind} = 'row'", values={c: f"s.`{c}`" for c in spec.columns})
-        .whenNotMatchedBySourceDelete(condition=f"{window} AND t.`{S.RUN_DATE}` = DATE'{target.run_date}'")
+        .merge(changed.alias("s"), f"{window} AND {same_event}")
+        .whenMatchedUpdate(set={S.IS_BOT: f"s.`{S.IS_BOT}`"})
         .execute()
     )
-    log.info(
-        "merged run date %s into %s (event dates %s..%s)", target.run_date, spec.name, target.window_start,
-        target.window_end,
-    )
+    log.info("run date %s changed bot flags of earlier events in %s", target.run_date, spec.name)
 
 
 def _check_reject_shares(summary: SilverSummary, cfg: Config) -> None:
