@@ -163,12 +163,43 @@ CUSTOMER_VALUE = TableSpec(
     (S.SNAPSHOT_DATE,),
     "one row per (snapshot_date, dataset, user_id): BG/NBD p_alive, expected purchases, expected value",
 )
+USER_INDEX = TableSpec(
+    "gold.user_index",
+    S.USER_INDEX_TABLE,
+    (),
+    "one row per (dataset, user_id) with its stable ALS user_index; MERGEd, known ids never rewritten",
+)
+ITEM_INDEX = TableSpec(
+    "gold.item_index",
+    S.ITEM_INDEX_TABLE,
+    (),
+    "one row per (dataset, item_id) with its stable ALS item_index; MERGEd, known ids never rewritten",
+)
+RECOMMENDATIONS = TableSpec(
+    "gold.recommendations",
+    S.RECOMMENDATIONS,
+    (S.RUN_DATE,),
+    "one row per (run_date, dataset, user_id, rank): the top-K items for the user and their source",
+)
+SIMILAR_ITEMS = TableSpec(
+    "gold.similar_items",
+    S.SIMILAR_ITEMS,
+    (S.RUN_DATE,),
+    "one row per (run_date, dataset, item_id, rank): the most similar items by ALS factors",
+)
+ALS_TRIALS = TableSpec(
+    "gold.als_trials",
+    S.ALS_TRIALS,
+    (S.RUN_DATE,),
+    "one row per (run_date, dataset, trial, metric): an ALS tuning trial scored on validation rows",
+)
 
 TABLES: tuple[TableSpec, ...] = (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
     SESSIONS, SESSION_EVENTS, ITEM_VOCAB, SEQUENCE_EXAMPLES,
     USER_DAILY_ACTIVITY, USER_PROFILES, SEGMENT_SUMMARY, CLUSTER_MODELS,
     MODEL_METRICS, CHURN_SCORES, CHURN_FEATURE_IMPORTANCE, CUSTOMER_VALUE,
+    USER_INDEX, ITEM_INDEX, RECOMMENDATIONS, SIMILAR_ITEMS, ALS_TRIALS,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

@@ -276,6 +276,65 @@ class ValueConfig:
             raise ConfigError("value.horizon_weeks and value.min_customers must be positive")
 
 
+ALS_MODES = ("implicit", "explicit")
+
+
+@dataclass(frozen=True)
+class AlsGrid:
+    """The tuning search: every combination is one trial (docs/ALS.md)."""
+
+    rank: tuple[int, ...]
+    reg_param: tuple[float, ...]
+    alpha: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not (self.rank and self.reg_param and self.alpha):
+            raise ConfigError("als.grid: rank, reg_param and alpha must each list at least one value")
+        if min(self.rank) < 1 or min(self.reg_param) < 0 or min(self.alpha) < 0:
+            raise ConfigError("als.grid: ranks must be positive, reg_param and alpha non-negative")
+
+
+@dataclass(frozen=True)
+class AlsConfig:
+    """Implicit-feedback ALS recommendations (docs/ALS.md)."""
+
+    # Confidence of a (user, item) pair: sum over its events of weight(type) * 0.5^(age / half-life).
+    event_weights: Mapping[str, float]
+    half_life_days: float
+    # Events with event_date in (run_date - window_days, run_date] train the model.
+    window_days: int
+    k: int
+    # Users with fewer distinct items than this get cold-start recommendations, not ALS ones.
+    min_user_items: int
+    # Items a user had events of these types with are never recommended to them.
+    exclude_event_types: tuple[str, ...]
+    max_iter: int
+    seed: int
+    grid: AlsGrid
+    # ALS blocks: one per this many users (items), at most max_blocks; also the top-K item blocks.
+    rows_per_block: int
+    max_blocks: int
+    checkpoint_interval: int
+    # Quality gate: the run fails when ALS's nDCG@K on test is below popularity's by more than this,
+    # provided at least gate_min_users test users were scored.
+    gate_margin: float
+    gate_min_users: int
+    # Co-occurrence baseline: each user's most recent items that count, at most this many.
+    cooccurrence_max_items: int
+    # Also fit explicit ALS on review ratings (RMSE, MAE) where a dataset has at least this many.
+    explicit_min_ratings: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.window_days < 1 or self.max_iter < 1 or self.rows_per_block < 1 or self.max_blocks < 1:
+            raise ConfigError("als: k, window_days, max_iter, rows_per_block and max_blocks must be positive")
+        if self.half_life_days <= 0 or self.checkpoint_interval < 1 or self.min_user_items < 1:
+            raise ConfigError("als: half_life_days, checkpoint_interval and min_user_items must be positive")
+        if not self.event_weights or min(self.event_weights.values()) <= 0:
+            raise ConfigError("als.event_weights must give each counted event type a positive weight")
+        if self.gate_margin < 0:
+            raise ConfigError("als.gate_margin must be non-negative")
+
+
 @dataclass(frozen=True)
 class HorovodConfig:
     num_proc: int
@@ -300,6 +359,7 @@ class Config:
     profiles: ProfilesConfig
     churn: ChurnConfig
     value: ValueConfig
+    als: AlsConfig
     horovod: HorovodConfig
 
 

@@ -542,3 +542,81 @@ CUSTOMER_VALUE = T.StructType(
         T.StructField(HORIZON_WEEKS, T.DoubleType(), False),
     ]
 )
+
+
+# --- gold: ALS recommendations (docs/ALS.md) ---------------------------------------------------------
+USER_INDEX = "user_index"
+SCORE = "score"
+SIMILAR_ITEM_ID = "similar_item_id"
+TRIAL = "trial"
+ALS_RANK = "als_rank"
+REG_PARAM = "reg_param"
+ALPHA = "alpha"
+IS_BEST = "is_best"
+CONFIDENCE = "confidence"
+# gold.recommendations.source: which recommender produced the row.
+SOURCE_ALS = "als"
+SOURCE_SEGMENT = "segment_popularity"
+SOURCE_CATEGORY = "category_popularity"
+SOURCE_GLOBAL = "global_trend"
+
+USER_INDEX_TABLE = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), False),
+        # ALS's integer id: 0, 1, ... per dataset in order of first appearance; never reassigned.
+        T.StructField(USER_INDEX, T.IntegerType(), False),
+        T.StructField(FIRST_RUN_DATE, T.DateType(), False),
+    ]
+)
+
+ITEM_INDEX_TABLE = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(ITEM_ID, T.StringType(), False),
+        T.StructField(ITEM_INDEX, T.IntegerType(), False),
+        T.StructField(FIRST_RUN_DATE, T.DateType(), False),
+    ]
+)
+
+RECOMMENDATIONS = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), False),
+        # 1 = best.
+        T.StructField(RANK, T.IntegerType(), False),
+        T.StructField(ITEM_ID, T.StringType(), False),
+        # als: the factors' dot product; popularity sources: the item's share of the decayed confidence.
+        T.StructField(SCORE, T.DoubleType(), False),
+        T.StructField(SOURCE, T.StringType(), False),
+    ]
+)
+
+SIMILAR_ITEMS = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(ITEM_ID, T.StringType(), False),
+        T.StructField(RANK, T.IntegerType(), False),
+        T.StructField(SIMILAR_ITEM_ID, T.StringType(), False),
+        # Cosine similarity of the two items' ALS factors.
+        T.StructField(SCORE, T.DoubleType(), False),
+    ]
+)
+
+ALS_TRIALS = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(TRIAL, T.IntegerType(), False),
+        T.StructField(ALS_RANK, T.IntegerType(), False),
+        T.StructField(REG_PARAM, T.DoubleType(), False),
+        T.StructField(ALPHA, T.DoubleType(), False),
+        # Scored on the validation rows of gold.sequence_examples (grain user).
+        T.StructField(METRIC, T.StringType(), False),
+        T.StructField(VALUE, T.DoubleType(), False),
+        T.StructField(N_EXAMPLES, T.LongType(), False),
+        T.StructField(IS_BEST, T.BooleanType(), False),
+    ]
+)
