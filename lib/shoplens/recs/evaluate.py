@@ -1,0 +1,93 @@
+"""Ranking metrics at K over top-K lists and held-out relevant items (docs/ALS.md defines them),
+and the co-occurrence baseline. Pure Spark, no Python per row.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from shoplens import schemas as S
+
+METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+
+
+def ranking_metrics(recs: DataFrame, relevant: DataFrame, k: int) -> dict[str, float | int]:
+    """Mean precision@k, recall@k, nDCG@k, MAP@k and hit rate over the users of ``relevant``.
+
+    ``recs``: user_id, rank, item_id; ``relevant``: user_id, item_id (the held-out items). A user
+    without recommendations scores 0. Returns: {"precision@k", ..., "users"}; values are 0 when
+    ``relevant`` is empty (users 0).
+    """
+    rel = relevant.select(S.USER_ID, S.ITEM_ID).distinct().withColumn("_rel", F.lit(1))
+    top = recs.where(F.col(S.RANK) <= k).select(S.USER_ID, S.RANK, S.ITEM_ID)
+    flagged = top.join(rel, [S.USER_ID, S.ITEM_ID], "left").withColumn("_hit", F.coalesce("_rel", F.lit(0)))
+    running = Window.partitionBy(S.USER_ID).orderBy(S.RANK).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    flagged = flagged.withColumn("_cum", F.sum("_hit").over(running))
+    per_user_recs = flagged.groupBy(S.USER_ID).agg(
+        F.sum("_hit").alias("_hits"),
+        F.sum(F.col("_hit") / F.log2(F.col(S.RANK) + 1)).alias("_dcg"),
+        F.sum(F.col("_hit") * F.col("_cum") / F.col(S.RANK)).alias("_ap"),
+    )
+    n_rel = rel.groupBy(S.USER_ID).agg(F.count(F.lit(1)).alias("_n"))
+    ideal = F.aggregate(
+        F.transform(F.sequence(F.lit(1), F.least(F.col("_n"), F.lit(k))), lambda i: 1.0 / F.log2(i + 1)),
+        F.lit(0.0),
+        lambda acc, x: acc + x,
+    )
+    per_user = n_rel.join(per_user_recs, [S.USER_ID], "left").select(
+        (F.coalesce("_hits", F.lit(0)) / F.lit(k)).alias("precision"),
+        (F.coalesce("_hits", F.lit(0)) / F.col("_n")).alias("recall"),
+        (F.coalesce("_dcg", F.lit(0.0)) / ideal).alias("ndcg"),
+        (F.coalesce("_ap", F.lit(0.0)) / F.least(F.col("_n"), F.lit(k))).alias("map"),
+        (F.coalesce("_hits", F.lit(0)) > 0).cast("double").alias("hit_rate"),
+    )
+    row = per_user.agg(*[F.avg(m).alias(m) for m in METRICS], F.count(F.lit(1)).alias("users")).first()
+    assert row is not None
+    result: dict[str, float | int] = {f"{m}@{k}": float(row[m] or 0.0) for m in METRICS}
+    result["users"] = int(row["users"])
+    return result
+
+
+def coverage(recs: DataFrame, catalogue_size: int) -> float:
+    """Share of the catalogue's items that appear in at least one list (0 for an empty catalogue)."""
+    if catalogue_size <= 0:
+        return 0.0
+    return recs.select(S.ITEM_ID).distinct().count() / catalogue_size
+
+
+def cooccurrence_candidates(inter: DataFrame, users: DataFrame, max_items: int, length: int) -> DataFrame:
+    """Item-item co-occurrence baseline: candidate j of user u scores the number of (other) users
+    who have both j and an item of u's recent history, summed over that history. Each user's
+    history is cut to their ``max_items`` most recent items, and each item keeps its ``length``
+    most co-occurring neighbours, so the self-join stays bounded.
+
+    ``inter``: user_id, item_id, confidence, last_time; ``users``: the user_ids to score.
+    Returns: one row per (user_id, _pos) up to ``length``: user_id, item_id, score, _priority 0, _pos.
+    """
+    recent = Window.partitionBy(S.USER_ID).orderBy(F.col("last_time").desc(), F.col(S.ITEM_ID))
+    history = (
+        inter.withColumn("_r", F.row_number().over(recent)).where(F.col("_r") <= max_items).select(S.USER_ID, S.ITEM_ID)
+    )
+    pairs = (
+        history.alias("a")
+        .join(history.alias("b"), F.col("a.user_id") == F.col("b.user_id"), "inner")
+        .where(F.col("a.item_id") != F.col("b.item_id"))
+        .groupBy(F.col("a.item_id").alias("_src"), F.col("b.item_id").alias(S.ITEM_ID))
+        .agg(F.count(F.lit(1)).alias("_n"))
+    )
+    near = Window.partitionBy("_src").orderBy(F.col("_n").desc(), F.col(S.ITEM_ID))
+    neighbours = pairs.withColumn("_r", F.row_number().over(near)).where(F.col("_r") <= length)
+    scored = (
+        history.join(users.select(S.USER_ID), [S.USER_ID], "left_semi")
+        .withColumnRenamed(S.ITEM_ID, "_src")
+        .join(neighbours, ["_src"], "inner")
+        .groupBy(S.USER_ID, S.ITEM_ID)
+        .agg(F.sum("_n").cast("double").alias(S.SCORE))
+    )
+    order = Window.partitionBy(S.USER_ID).orderBy(F.col(S.SCORE).desc(), F.col(S.ITEM_ID))
+    return (
+        scored.withColumn("_pos", F.row_number().over(order))
+        .where(F.col("_pos") <= length)
+        .select(S.USER_ID, S.ITEM_ID, S.SCORE, F.lit(0).alias("_priority"), "_pos")
+    )

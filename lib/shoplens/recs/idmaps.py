@@ -1,0 +1,73 @@
+"""Stable id maps: string ids to ALS's integer ids, MERGEd so that known ids keep their index.
+
+ALS needs integer ids. Casting ("42" → 42) breaks on "abc" and merges "42" with "042"; hashing
+collides. Instead each dataset's ids are numbered 0, 1, ... in order of first appearance (new ids of
+one run in id order) and the map is kept in gold.user_index / gold.item_index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from shoplens import catalog
+from shoplens import schemas as S
+from shoplens.catalog import TableSpec, register_table
+from shoplens.config import Config
+
+
+def new_index_rows(ids: DataFrame, existing: DataFrame, id_col: str, index_col: str, run_date: dt.date) -> DataFrame:
+    """The ids of ``ids`` (dataset, id_col) absent from ``existing``, numbered after the dataset's
+    highest index in id order.
+
+    Returns: one row per new (dataset, id): dataset, id_col, index_col, first_run_date.
+    """
+    highest = existing.groupBy(S.DATASET).agg(F.max(index_col).alias("_highest"))
+    # Only the night's new ids are numbered: a window over them per dataset.
+    order = Window.partitionBy(S.DATASET).orderBy(F.col(id_col))
+    return (
+        ids.select(S.DATASET, id_col)
+        .distinct()
+        .join(existing.select(S.DATASET, id_col), [S.DATASET, id_col], "left_anti")
+        .join(highest, [S.DATASET], "left")
+        .select(
+            S.DATASET,
+            id_col,
+            (F.coalesce(F.col("_highest"), F.lit(-1)) + F.row_number().over(order)).cast("int").alias(index_col),
+            F.lit(run_date).alias(S.FIRST_RUN_DATE),
+        )
+    )
+
+
+def merge_index(
+    spark: SparkSession, cfg: Config, spec: TableSpec, ids: DataFrame, id_col: str, run_date: dt.date
+) -> DataFrame:
+    """MERGEs the new ids of ``ids`` into ``spec`` (gold.user_index or gold.item_index; inserts
+    only: a known id's row is never written) and returns the map of ``ids``' datasets.
+
+    Returns: one row per (dataset, id) of those datasets: dataset, id_col, index_col.
+    """
+    from delta.tables import DeltaTable
+
+    index_col = S.USER_INDEX if spec is catalog.USER_INDEX else S.ITEM_INDEX
+    location = spec.location(cfg)
+    DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema).execute()
+    register_table(spark, spec, cfg)
+    datasets = ids.select(S.DATASET).distinct()
+    existing = spark.read.format("delta").load(location).join(datasets, [S.DATASET], "left_semi")
+    new = new_index_rows(ids, existing, id_col, index_col, run_date)
+    (
+        DeltaTable.forPath(spark, location)
+        .alias("t")
+        .merge(spec.conform(new).alias("s"), f"t.{S.DATASET} = s.{S.DATASET} AND t.{id_col} = s.{id_col}")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return (
+        spark.read.format("delta")
+        .load(location)
+        .join(datasets, [S.DATASET], "left_semi")
+        .select(S.DATASET, id_col, index_col)
+    )
