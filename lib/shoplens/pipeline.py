@@ -19,6 +19,7 @@ from shoplens import cli, demo
 from shoplens.jobs import (
     build_churn_scores,
     build_customer_value,
+    build_recommendations,
     build_sequences,
     build_sessions,
     build_silver_events,
@@ -43,6 +44,7 @@ STEPS = (
     ("build_user_profiles", lambda spark, cfg, run_date, demo: build_user_profiles.run(spark, cfg, run_date)),
     ("build_churn_scores", lambda spark, cfg, run_date, demo: build_churn_scores.run(spark, cfg, run_date)),
     ("build_customer_value", lambda spark, cfg, run_date, demo: build_customer_value.run(spark, cfg, run_date)),
+    ("build_recommendations", lambda spark, cfg, run_date, demo: build_recommendations.run(spark, cfg, run_date)),
 )
 
 
