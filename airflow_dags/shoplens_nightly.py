@@ -68,5 +68,11 @@ with DAG(
         task_id="build_customer_value", **spark_submit_args(spec, "build_customer_value")
     )
 
+    # ALS is tuned and evaluated on tonight's sequence examples; cold start reads tonight's profiles.
+    build_recommendations = SparkSubmitOperator(
+        task_id="build_recommendations", **spark_submit_args(spec, "build_recommendations")
+    )
+
     ingest_landing >> build_silver_events >> build_sessions >> build_sequences
     build_sessions >> build_user_activity >> build_user_profiles >> [build_churn_scores, build_customer_value]
+    [build_sequences, build_user_profiles] >> build_recommendations

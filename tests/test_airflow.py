@@ -232,6 +232,7 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
     assert sorted(names) == [
         "shoplens.build_churn_scores 2024-01-02",
         "shoplens.build_customer_value 2024-01-02",
+        "shoplens.build_recommendations 2024-01-02",
         "shoplens.build_sequences 2024-01-02",
         "shoplens.build_sessions 2024-01-02",
         "shoplens.build_silver_events 2024-01-02",
@@ -244,6 +245,8 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
         ["ingest_landing", "build_silver_events", "build_sessions", "build_sequences"],
         ["build_sessions", "build_user_activity", "build_user_profiles", "build_churn_scores"],
         ["build_user_profiles", "build_customer_value"],
+        ["build_sequences", "build_recommendations"],
+        ["build_user_profiles", "build_recommendations"],
     ):
         positions = [names.index(f"shoplens.{job} 2024-01-02") for job in chain]
         assert positions == sorted(positions)
