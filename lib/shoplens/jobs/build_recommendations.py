@@ -64,7 +64,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
         .where((F.col(S.EVENT_DATE) <= F.lit(run_date)) & (F.col(S.EVENT_DATE) > F.lit(window_start)))
     )
     if datasets is None:
-        datasets = sorted(r[S.DATASET] for r in silver.select(S.DATASET).distinct().collect())  # a handful
+        # Every dataset in silver, even one with no event in the window: its slices are emptied.
+        everything = spark.read.format("delta").load(location).where(F.col(S.EVENT_DATE) <= F.lit(run_date))
+        datasets = sorted(r[S.DATASET] for r in everything.select(S.DATASET).distinct().collect())  # a handful
     summary = {}
     for dataset in datasets:
         summary[dataset] = build_dataset(spark, cfg, run_date, silver.where(F.col(S.DATASET) == dataset), dataset)
@@ -397,8 +399,7 @@ def _evaluate(spark, cfg, inputs, held_out, user_map, item_map, best, n_users, n
         result = {}
         for name, recs in lists.items():
             recs = recs.persist()
-            figures: dict[str, float] = dict(evaluate.ranking_metrics(recs, test, k))
-            figures[f"coverage@{k}"] = evaluate.coverage(recs, n_items)
+            figures: dict[str, float] = dict(evaluate.ranking_metrics(recs, test, k, n_items))
             result[name] = figures
             recs.unpersist()
         return result

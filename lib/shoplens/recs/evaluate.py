@@ -12,8 +12,11 @@ from shoplens import schemas as S
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
 
-def ranking_metrics(recs: DataFrame, relevant: DataFrame, k: int) -> dict[str, float | int]:
-    """Mean precision@k, recall@k, nDCG@k, MAP@k and hit rate over the users of ``relevant``.
+def ranking_metrics(
+    recs: DataFrame, relevant: DataFrame, k: int, catalogue_size: int | None = None
+) -> dict[str, float | int]:
+    """Mean precision@k, recall@k, nDCG@k, MAP@k and hit rate over the users of ``relevant``, and
+    with ``catalogue_size`` the coverage of the lists of those users (in the same Spark job).
 
     ``recs``: user_id, rank, item_id; ``relevant``: user_id, item_id (the held-out items). A user
     without recommendations scores 0. Returns: {"precision@k", ..., "users"}; values are 0 when
@@ -42,18 +45,17 @@ def ranking_metrics(recs: DataFrame, relevant: DataFrame, k: int) -> dict[str, f
         (F.coalesce("_ap", F.lit(0.0)) / F.least(F.col("_n"), F.lit(k))).alias("map"),
         (F.coalesce("_hits", F.lit(0)) > 0).cast("double").alias("hit_rate"),
     )
-    row = per_user.agg(*[F.avg(m).alias(m) for m in METRICS], F.count(F.lit(1)).alias("users")).first()
+    summary = per_user.agg(*[F.avg(m).alias(m) for m in METRICS], F.count(F.lit(1)).alias("users"))
+    if catalogue_size is not None:
+        listed = top.join(n_rel, [S.USER_ID], "left_semi").agg(F.countDistinct(S.ITEM_ID).alias("_listed"))
+        summary = summary.crossJoin(listed)
+    row = summary.first()
     assert row is not None
     result: dict[str, float | int] = {f"{m}@{k}": float(row[m] or 0.0) for m in METRICS}
     result["users"] = int(row["users"])
+    if catalogue_size is not None:
+        result[f"coverage@{k}"] = row["_listed"] / catalogue_size if catalogue_size > 0 else 0.0
     return result
-
-
-def coverage(recs: DataFrame, catalogue_size: int) -> float:
-    """Share of the catalogue's items that appear in at least one list (0 for an empty catalogue)."""
-    if catalogue_size <= 0:
-        return 0.0
-    return recs.select(S.ITEM_ID).distinct().count() / catalogue_size
 
 
 def cooccurrence_candidates(inter: DataFrame, users: DataFrame, max_items: int, length: int) -> DataFrame:
