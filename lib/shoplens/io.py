@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shoplens import schemas as S
-from shoplens.catalog import TableSpec, register_table, table_exists
+from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,3 @@ def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[st
     register_table(df.sparkSession, spec, cfg)
     log.info("wrote %s where %s", spec.name, condition)
 
-
-def ensure_table(spark: SparkSession, spec: TableSpec, cfg: Config) -> None:
-    """Creates ``spec``'s table, empty, with its schema and partitioning, unless it exists; registers it."""
-    location = spec.location(cfg)
-    if not table_exists(spark, location):
-        spark.createDataFrame([], spec.schema).write.format("delta").partitionBy(*spec.partition_by).save(location)
-    register_table(spark, spec, cfg)
