@@ -221,7 +221,9 @@ def test_dags_test_ingests_the_previous_day_on_the_standalone_cluster(
     # that ended at or before T, here 2024-01-02.
     code, out, aborted = _run_watched(
         [str(AIRFLOW_BIN / "airflow"), "dags", "test", DAG_ID, "2024-01-03T00:00:00+00:00"],
-        env, timeout_s=900, abort_on="up_for_retry",  # a failed try would wait retry_delay: stop instead
+        # Ten jobs, each a cluster application (about a minute on a quiet 2-core machine, 2-3 under
+        # load): the timeout only guards against a hang. A failed try would wait retry_delay: stop instead.
+        env, timeout_s=2400, abort_on="up_for_retry",
     )
 
     assert code == 0 and not aborted, f"{aborted}\n{out[-8000:]}"
