@@ -335,6 +335,60 @@ class AlsConfig:
             raise ConfigError("als.gate_margin must be non-negative")
 
 
+SEQREC_MODELS = ("gru4rec",)
+
+
+@dataclass(frozen=True)
+class Gru4RecConfig:
+    """GRU4Rec's layers (docs/SEQREC.md)."""
+
+    embedding_dim: int
+    # One GRU layer per entry, with that many units; the last one's state scores the next item.
+    hidden_units: tuple[int, ...]
+    dropout: float
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim < 1 or not self.hidden_units or min(self.hidden_units) < 1:
+            raise ConfigError("seqrec.gru4rec: embedding_dim and every hidden_units entry must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"seqrec.gru4rec.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class SeqrecConfig:
+    """Next-item sequence models trained on gold.sequence_examples (docs/SEQREC.md)."""
+
+    model: str
+    # 0: full softmax cross-entropy over the whole vocabulary; N > 0: sampled softmax with N sampled
+    # items per batch in training (scoring and evaluation always use the full vocabulary).
+    num_sampled: int
+    # Each train example also yields one example per earlier eligible position of its sequence.
+    train_all_prefixes: bool
+    batch_size: int
+    eval_batch_size: int
+    epochs: int
+    # Per process; multiplied by the number of Horovod processes, reached linearly over warmup_epochs.
+    learning_rate: float
+    warmup_epochs: float
+    # Early stopping on validation NDCG@10 (sampled candidates): stop after this many epochs without
+    # an improvement of more than min_delta.
+    patience: int
+    min_delta: float
+    seed: int
+    gru4rec: Gru4RecConfig
+
+    def __post_init__(self) -> None:
+        if self.model not in SEQREC_MODELS:
+            raise ConfigError(f"seqrec.model must be one of {', '.join(SEQREC_MODELS)}, got {self.model!r}")
+        for name in ("batch_size", "eval_batch_size", "epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"seqrec.{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_sampled < 0 or self.learning_rate <= 0 or self.warmup_epochs < 0 or self.min_delta < 0:
+            raise ConfigError(
+                "seqrec: num_sampled, warmup_epochs and min_delta must be non-negative, learning_rate positive"
+            )
+
+
 @dataclass(frozen=True)
 class HorovodConfig:
     num_proc: int
@@ -360,6 +414,7 @@ class Config:
     churn: ChurnConfig
     value: ValueConfig
     als: AlsConfig
+    seqrec: SeqrecConfig
     horovod: HorovodConfig
 
 
