@@ -1,0 +1,154 @@
+"""The next-item training function: one process's part of a (Horovod) training run.
+
+:func:`train` is what every Horovod process runs (``shoplens.distributed.run_distributed`` calls
+``init_worker`` first), and what pytest runs in a single process after ``init_worker`` (Horovod of
+size 1). It reads this process's shard of gold.sequence_examples from Parquet (``models.data``),
+builds the model (``models.gru4rec``) and trains it with Horovod's pieces, all from
+``shoplens.distributed``:
+
+- the learning rate scaled by the number of processes (``distributed_optimizer``), reached linearly
+  from the single-process rate over ``seqrec.warmup_epochs`` (nothing to do on one process);
+- rank 0's initial weights broadcast, epoch figures averaged across processes (``callbacks``);
+- checkpoints and the run's state written by rank 0 only (``chief_only``; ``models.checkpoints``).
+
+After every epoch each process scores its validation shard (HR, NDCG, MRR, P against the sampled
+candidates and the full catalogue). The figures are averaged across processes (a mean of per-process
+means: exact only for shards of equal size), so every process takes the same early-stopping decision
+on validation NDCG@10 (sampled) at the same epoch: a process that stopped alone would leave the others
+waiting in a gradient exchange.
+
+TensorFlow is imported inside :func:`train`: the Spark driver pickles it by reference cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from shoplens import distributed
+from shoplens.config import Config
+from shoplens.models import checkpoints, data
+from shoplens.models import metrics as M
+from shoplens.models.evaluate import evaluate, evaluate_scores
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    cfg: Config,
+    shard_files: Sequence[str],
+    val_files: Sequence[str],
+    out_dir: str,
+    vocab_size: int,
+    *,
+    steps_per_epoch: int | None = None,
+    filesystem: Any = None,
+) -> dict[str, Any]:
+    """Trains ``cfg.seqrec.model`` on this process's shard, resuming the run in ``out_dir`` if any.
+
+    ``shard_files`` / ``val_files``: this process's train and validation Parquet files of
+    gold.sequence_examples at one pinned version (``shoplens.shards.shard_files``). ``vocab_size``:
+    the dataset's highest item index + 1 in gold.item_vocab at that version. ``steps_per_epoch``
+    must be the same on every process (each step is a gradient exchange); None means this shard's
+    examples / batch size, right on one process only. ``filesystem``: a pyarrow file system for
+    the Parquet paths, when they carry no scheme.
+
+    Returns: one dict for this process: rank, size, example counts, steps per epoch, epochs (done
+    before this call, done now), whether it stopped early, the best epoch, the history (one dict per
+    epoch), the validation figures of the best weights (``val``) and of popularity over this shard's
+    train targets (``popularity_val``), metric names ending in ``_sampled`` / ``_full``, the
+    learning rate reached, the optimizer's step count and the seconds spent.
+
+    Raises: ``data.EmptyShardError`` (no train or validation example in this shard), ``ValueError``
+    (an item index outside the vocabulary), ``checkpoints.CheckpointError`` (a run in ``out_dir``
+    that this one cannot resume).
+    """
+    import tensorflow as tf
+
+    from shoplens.models import callbacks as C
+    from shoplens.models.gru4rec import build_gru4rec
+
+    started = time.monotonic()
+    s = cfg.seqrec
+    max_len = cfg.sequences.max_len
+    rank, size = distributed.rank(), distributed.size()
+
+    # Both reads fail on an empty shard before any collective operation (docs/SEQREC.md).
+    train_examples = data.read_examples(shard_files, max_len, filesystem=filesystem)
+    if s.train_all_prefixes:
+        train_examples = data.all_prefixes(train_examples)
+    val_examples = data.read_examples(
+        val_files, max_len, num_negatives=cfg.sequences.num_negatives, filesystem=filesystem
+    )
+    highest = data.max_item(train_examples, val_examples)
+    if highest >= vocab_size:
+        raise ValueError(
+            f"item index {highest} is outside a vocabulary of {vocab_size} indices: the examples and "
+            "the vocabulary come from different snapshots"
+        )
+
+    tf.keras.utils.set_random_seed(s.seed)
+    g = s.gru4rec
+    model = build_gru4rec(
+        vocab_size, max_len, g.embedding_dim, g.hidden_units, g.dropout, num_sampled=s.num_sampled, seed=s.seed
+    )
+    optimizer = distributed.distributed_optimizer(tf.keras.optimizers.Adam(learning_rate=s.learning_rate))
+    model.compile(optimizer=optimizer)
+    # Slot variables must exist before a restore fills them.
+    optimizer.build(model.trainable_variables)
+    steps = steps_per_epoch or math.ceil(len(train_examples) / s.batch_size)
+
+    state = checkpoints.restore(out_dir, model, optimizer, vocab_size, max_len)
+    initial_epoch = state.epoch
+    early_stopping = C.EarlyStopping(state, s.patience, s.min_delta)
+    if state.stopped_early or initial_epoch >= s.epochs:
+        log.info("rank %d: the run in %s is finished (epoch %d): evaluating its best weights",
+                 rank, out_dir, state.epoch)
+    else:
+        log.info(
+            "rank %d of %d: %d train examples, %d validation, %d steps per epoch, epochs %d..%d",
+            rank, size, len(train_examples), len(val_examples), steps, initial_epoch + 1, s.epochs,
+        )
+        callbacks = [
+            # Before distributed.callbacks(): the metric averaging must see the validation figures.
+            C.ValidationFigures(val_examples, s.eval_batch_size),
+            *distributed.callbacks(),
+            C.LearningRateWarmup(s.learning_rate, size, round(s.warmup_epochs * steps)),
+            early_stopping,
+            *distributed.chief_only([C.Checkpoint(out_dir, state, early_stopping)]),
+        ]
+        model.fit(
+            data.to_dataset(train_examples, s.batch_size, shuffle=True, repeat=True, seed=s.seed + rank),
+            epochs=s.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    if early_stopping.best_weights is not None:
+        model.set_weights(early_stopping.best_weights)
+    elif state.best_epoch:
+        # Resumed, and no epoch of this call beat the best of an earlier one.
+        checkpoints.restore_best(out_dir, model)
+
+    popularity = M.popularity_scores(train_examples.targets, vocab_size)
+    return {
+        "rank": rank,
+        "size": size,
+        "train_examples": len(train_examples),
+        "val_examples": len(val_examples),
+        "steps_per_epoch": steps,
+        "initial_epoch": initial_epoch,
+        "epochs_done": state.epoch,
+        "stopped_early": state.stopped_early,
+        "best_epoch": state.best_epoch,
+        "history": list(state.history),
+        "val": evaluate(model, val_examples, s.eval_batch_size),
+        "popularity_val": evaluate_scores(popularity, val_examples, s.eval_batch_size),
+        "learning_rate": float(tf.keras.backend.get_value(optimizer.learning_rate)),
+        "iterations": int(optimizer.iterations.numpy()),
+        "train_s": round(time.monotonic() - started, 3),
+    }
