@@ -193,6 +193,12 @@ ALS_TRIALS = TableSpec(
     (S.RUN_DATE,),
     "one row per (run_date, dataset, trial, metric): an ALS tuning trial scored on validation rows",
 )
+NEXT_ITEM_PREDICTIONS = TableSpec(
+    "gold.next_item_predictions",
+    S.NEXT_ITEM_PREDICTIONS,
+    (S.RUN_DATE,),
+    "one row per (run_date, dataset, user_id, rank): a next-item model's top-K items for the user",
+)
 
 TABLES: tuple[TableSpec, ...] = (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
@@ -200,6 +206,7 @@ TABLES: tuple[TableSpec, ...] = (
     USER_DAILY_ACTIVITY, USER_PROFILES, SEGMENT_SUMMARY, CLUSTER_MODELS,
     MODEL_METRICS, CHURN_SCORES, CHURN_FEATURE_IMPORTANCE, CUSTOMER_VALUE,
     USER_INDEX, ITEM_INDEX, RECOMMENDATIONS, SIMILAR_ITEMS, ALS_TRIALS,
+    NEXT_ITEM_PREDICTIONS,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

@@ -399,6 +399,22 @@ class HorovodConfig:
 
 
 @dataclass(frozen=True)
+class ScoringConfig:
+    """Batch scoring of the next-item models into gold.next_item_predictions (docs/SEQREC.md)."""
+
+    # Predictions per user.
+    top_k: int
+    # Rows per model call on an executor: the scores of one call take batch_size x vocab_size x 4 bytes.
+    batch_size: int
+    # Never predict an item the user already bought (non-bot purchase events up to the run date).
+    exclude_purchased: bool
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.batch_size < 1:
+            raise ConfigError(f"scoring: top_k and batch_size must be positive, got {self.top_k}, {self.batch_size}")
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     shop: ShopConfig
@@ -416,6 +432,7 @@ class Config:
     als: AlsConfig
     seqrec: SeqrecConfig
     horovod: HorovodConfig
+    scoring: ScoringConfig
 
 
 def default_conf_dir() -> Path:

@@ -620,3 +620,24 @@ ALS_TRIALS = T.StructType(
         T.StructField(IS_BEST, T.BooleanType(), False),
     ]
 )
+
+
+# --- gold: next-item model predictions (docs/SEQREC.md, "Batch scoring") -----------------------------
+# The run date of the model version that scored (its folder run_date=... under models/next_item/).
+MODEL_VERSION = "model_version"
+
+NEXT_ITEM_PREDICTIONS = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(DATASET, T.StringType(), False),
+        T.StructField(USER_ID, T.StringType(), False),
+        # 1 = best.
+        T.StructField(RANK, T.IntegerType(), False),
+        T.StructField(ITEM_ID, T.StringType(), False),
+        # The model's raw score (logit) for the item as the user's next one: compare it within one user's rows only.
+        T.StructField(SCORE, T.DoubleType(), False),
+        # meta.json's model ("gru4rec", "sasrec", ...).
+        T.StructField(MODEL, T.StringType(), False),
+        T.StructField(MODEL_VERSION, T.DateType(), False),
+    ]
+)
