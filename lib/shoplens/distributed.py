@@ -298,3 +298,30 @@ def callbacks() -> list[Any]:
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # hvd
         hvd.callbacks.MetricAverageCallback(),  # hvd
     ]
+
+
+def allreduce_sum(values: Any, name: str) -> Any:
+    """Returns the element-wise sum over every process of ``values`` (a float64 array of the same
+    shape on each; every process must call it, in the same order, with the same ``name``)."""
+    import horovod.tensorflow.keras as hvd  # hvd
+    import numpy as np
+
+    summed = hvd.allreduce(np.asarray(values, dtype=np.float64), name=name, op=hvd.Sum)  # hvd
+    return np.asarray(summed, dtype=np.float64)
+
+
+def weighted_mean(figures: Mapping[str, float], count: int, name: str) -> tuple[dict[str, float], int]:
+    """Combines per-process means over examples into the exact mean over every process's examples:
+    sum of (count × mean) over processes / total count (a mean of per-process means is exact only
+    for shards of equal size). Every process must pass the same names; a process with ``count`` 0
+    contributes nothing (its figures may be anything finite, e.g. 0).
+
+    Returns: (the combined figures, the total count); figures are NaN when the total count is 0.
+    """
+    import numpy as np
+
+    names = sorted(figures)
+    local = np.array([float(count)] + [count * float(figures[n]) if count else 0.0 for n in names])
+    total = allreduce_sum(local, name)
+    n = int(round(total[0]))
+    return {k: (float(v) / n if n else float("nan")) for k, v in zip(names, total[1:], strict=True)}, n

@@ -4,6 +4,7 @@ around ``shoplens.distributed.callbacks()``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -24,16 +25,31 @@ def warmup_learning_rate(step: int, base_lr: float, size: int, warmup_steps: int
 
 
 class ValidationFigures(tf.keras.callbacks.Callback):
-    """Adds the validation figures to the epoch's logs as ``val_<metric>_<protocol>``."""
+    """Adds the validation figures to the epoch's logs as ``val_<metric>_<protocol>``.
 
-    def __init__(self, examples: Examples, batch_size: int) -> None:
+    ``combine(figures, count)`` turns this process's means over its ``count`` examples into the
+    figures to log (``models.train`` passes the exact count-weighted mean across processes); None
+    logs this process's own figures.
+    """
+
+    def __init__(
+        self,
+        examples: Examples,
+        batch_size: int,
+        combine: Callable[[dict[str, float], int], dict[str, float]] | None = None,
+    ) -> None:
         super().__init__()
         self.examples = examples
         self.batch_size = batch_size
+        self.combine = combine
 
     def on_epoch_end(self, epoch, logs=None):
+        # Called on every process even without logs: combine may be a collective operation.
+        figures = evaluate(self.model, self.examples, self.batch_size)
+        if self.combine is not None:
+            figures = self.combine(figures, len(self.examples))
         if logs is not None:
-            for name, value in evaluate(self.model, self.examples, self.batch_size).items():
+            for name, value in figures.items():
                 logs[f"val_{name}"] = value
 
 

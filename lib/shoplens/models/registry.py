@@ -100,7 +100,8 @@ def write_version(cfg: Config, dataset: str, run_date: dt.date, model: Any, meta
     _, final_inner = _fs(final)
     fs.create_dir(tmp_inner, recursive=True)
     try:
-        model.save(f"{tmp}/{MODEL_DIR}", save_format="tf")
+        # Without the optimizer: a scorer needs none, and a Horovod one would not load elsewhere.
+        model.save(f"{tmp}/{MODEL_DIR}", save_format="tf", include_optimizer=False)
         with fs.open_output_stream(f"{tmp_inner}/{META_FILE}") as out:
             out.write(json.dumps(dict(meta), indent=1, sort_keys=True, default=str).encode("utf-8"))
         old = None
