@@ -335,7 +335,7 @@ class AlsConfig:
             raise ConfigError("als.gate_margin must be non-negative")
 
 
-SEQREC_MODELS = ("gru4rec",)
+SEQREC_MODELS = ("gru4rec", "sasrec")
 
 
 @dataclass(frozen=True)
@@ -352,6 +352,33 @@ class Gru4RecConfig:
             raise ConfigError("seqrec.gru4rec: embedding_dim and every hidden_units entry must be positive")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"seqrec.gru4rec.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class SasrecConfig:
+    """SASRec's blocks and its training targets (docs/SEQREC.md, "SASRec")."""
+
+    embedding_dim: int
+    num_blocks: int
+    num_heads: int
+    dropout: float
+    # true: every position of a train sequence is trained in one pass (data.sequence_targets);
+    # false: one target per example, with seqrec.train_all_prefixes deciding which examples.
+    sequence_targets: bool
+    # With sequence_targets: only the last this many positions of each sequence carry a loss (0 = all).
+    loss_positions: int
+    # Train batches of similar lengths, each cut to its longest sequence (data.to_length_batches):
+    # the blocks then skip most of the padding.
+    batch_by_length: bool
+
+    def __post_init__(self) -> None:
+        if min(self.embedding_dim, self.num_blocks, self.num_heads) < 1 or self.embedding_dim % self.num_heads:
+            raise ConfigError("seqrec.sasrec: embedding_dim, num_blocks and num_heads must be positive, "
+                              "embedding_dim a multiple of num_heads")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"seqrec.sasrec.dropout must be in [0, 1), got {self.dropout}")
+        if self.loss_positions < 0:
+            raise ConfigError(f"seqrec.sasrec.loss_positions must be non-negative, got {self.loss_positions}")
 
 
 @dataclass(frozen=True)
@@ -376,6 +403,7 @@ class SeqrecConfig:
     min_delta: float
     seed: int
     gru4rec: Gru4RecConfig
+    sasrec: SasrecConfig
 
     def __post_init__(self) -> None:
         if self.model not in SEQREC_MODELS:

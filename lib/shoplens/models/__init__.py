@@ -23,11 +23,22 @@ def _gru4rec(cfg: Config, vocab_size: int) -> Any:
     )
 
 
+def _sasrec(cfg: Config, vocab_size: int) -> Any:
+    from shoplens.models.sasrec import build_sasrec
+
+    s, a = cfg.seqrec, cfg.seqrec.sasrec
+    return build_sasrec(
+        vocab_size, cfg.sequences.max_len, a.embedding_dim, a.num_blocks, a.num_heads, a.dropout,
+        num_sampled=s.num_sampled, loss_positions=a.loss_positions, seed=s.seed,
+    )
+
+
 # seqrec.model → a function (cfg, vocab_size) returning a built, uncompiled Keras model whose call on
 # item indices (batch, max_len) int32, left-padded with 0, returns scores (batch, vocab_size), and
 # which can be saved with ``model.save(path)`` (TF SavedModel) for ``shoplens.models.registry``.
 BUILDERS: dict[str, Callable[[Config, int], Any]] = {
     "gru4rec": _gru4rec,
+    "sasrec": _sasrec,
 }
 
 

@@ -40,7 +40,8 @@ class EmptyShardError(ValueError):
 class Examples:
     """Sequence examples as arrays, one row per example.
 
-    ``inputs`` (n, max_len) int32, left-padded with 0, most recent item last; ``targets`` (n,) int32;
+    ``inputs`` (n, max_len) int32, left-padded with 0, most recent item last; ``targets`` (n,) int32,
+    or (n, max_len) for :func:`sequence_targets` (the next item after every position, 0 where none);
     ``negatives`` (n, num_negatives) int32 right-padded with 0 where an example has fewer, or None
     for train examples.
     """
@@ -51,6 +52,13 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def target_items(self) -> np.ndarray:
+        """Returns every target as one flat array: ``targets`` itself, or the non-zero entries of
+        sequence targets (one per position that has a next item)."""
+        if self.targets.ndim == 1:
+            return self.targets
+        return self.targets[self.targets != S.PADDING_INDEX]
 
 
 def read_examples(
@@ -152,6 +160,26 @@ def all_prefixes(examples: Examples) -> Examples:
     return Examples(np.concatenate(inputs), np.concatenate(targets).astype(np.int32))
 
 
+def sequence_targets(examples: Examples) -> Examples:
+    """The same sequences with the next item at every position: the targets of a model that predicts
+    at every position in one pass (SASRec's causal attention), instead of one example per prefix.
+
+    Row i's targets are its inputs shifted left by one with its target appended, kept where the
+    position holds an item and its next item is a real item (index >= FIRST_ITEM), else 0: exactly
+    the (prefix, next item) pairs of :func:`all_prefixes`, in ``len(examples)`` rows. Train examples
+    only (their inputs hold nothing after the train cut).
+
+    Returns: one row per example with at least one target; inputs unchanged, targets (n, max_len),
+    negatives dropped.
+    """
+    inputs = examples.inputs
+    following = np.concatenate([inputs[:, 1:], examples.targets[:, None]], axis=1)
+    has_target = (inputs != S.PADDING_INDEX) & (following >= FIRST_ITEM)
+    targets = np.where(has_target, following, S.PADDING_INDEX).astype(np.int32)
+    rows = has_target.any(axis=1)
+    return Examples(inputs[rows], targets[rows])
+
+
 def max_item(*examples: Examples) -> int:
     """Returns the highest item index in the examples' inputs, targets and negatives."""
     highest = 0
@@ -191,3 +219,59 @@ def to_dataset(
     if repeat:
         dataset = dataset.repeat()
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# Examples sorted by length within windows of this many batches: batches of similar lengths, still
+# drawn from across the shard (a global sort would give every step the same batches in a new order).
+_LENGTH_WINDOW_BATCHES = 32
+
+
+def length_batch_indices(examples: Examples, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One pass over the examples in batches of similar input length: the examples shuffled, sorted
+    by length within windows of ``_LENGTH_WINDOW_BATCHES`` batches, cut into batches, and the batches
+    shuffled. Every example is in exactly one batch; only a window's last batch can be short.
+
+    Returns: one array of example rows per batch.
+    """
+    lengths = (examples.inputs != S.PADDING_INDEX).sum(axis=1)
+    order = rng.permutation(len(examples))
+    window = batch_size * _LENGTH_WINDOW_BATCHES
+    batches = []
+    for start in range(0, len(order), window):
+        rows = order[start:start + window]
+        rows = rows[np.argsort(lengths[rows], kind="stable")]
+        batches.extend(rows[i:i + batch_size] for i in range(0, len(rows), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def to_length_batches(examples: Examples, batch_size: int, *, repeat: bool = False, seed: int | None = None) -> Any:
+    """Returns a ``tf.data.Dataset`` of training batches ``(inputs, targets)`` of similar input length
+    (:func:`length_batch_indices`, reshuffled each pass), each cut to its longest input: the leading
+    columns that are padding in every row are dropped, and so are those of sequence targets.
+
+    For a model whose output does not depend on the amount of left padding (SASRec counts positions
+    from the most recent item; a masked GRU skips padding): the same training signal as
+    :func:`to_dataset` at a fraction of the cost when most sequences are much shorter than
+    ``max_len`` (Amazon Beauty: median 3 input items of 50). The width varies from batch to batch.
+    With ``repeat`` the passes never end and the caller bounds an epoch with ``steps_per_epoch``.
+    """
+    import tensorflow as tf
+
+    inputs, targets = examples.inputs, examples.targets
+    lengths = (inputs != S.PADDING_INDEX).sum(axis=1)
+
+    def batches():
+        rng = np.random.default_rng(seed)
+        while True:
+            for rows in length_batch_indices(examples, batch_size, rng):
+                width = max(int(lengths[rows].max()), 1)
+                yield inputs[rows, -width:], targets[rows, -width:] if targets.ndim == 2 else targets[rows]
+            if not repeat:
+                return
+
+    target_shape = (None, None) if targets.ndim == 2 else (None,)
+    dataset = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(tf.TensorSpec((None, None), tf.int32), tf.TensorSpec(target_shape, tf.int32)),
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)

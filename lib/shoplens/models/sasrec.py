@@ -9,10 +9,15 @@ item indices (batch, width), left-padded with 0, most recent item last
     no bias).
 
 Each position attends to itself and the items before it, never to padding, so position t's state
-depends on items 1..t only. Positions are counted back from the most recent item (the last column is
-position 0), so a sequence's scores do not depend on how much left padding it has (inputs of any
-width up to ``max_len``). The blocks are pre-norm (the norm before each sub-layer), the layout of
-later SASRec implementations that trains stably at higher learning rates.
+depends on items 1..t only. Positions count from the oldest item kept (the first non-padding column
+is position 0), not from the left edge: position t's state is exactly what the prefix of its t + 1
+items alone would give. So training every position in one pass computes the same loss as one
+example per prefix (``data.all_prefixes``), at the cost of one sequence, and the scores do not
+depend on how much left padding an input has (any width up to ``max_len``). The original SASRec
+numbers positions from the left edge of a fixed-width input, so its last position, the one that is
+scored, always has the same index while training sees it at every index. The blocks are pre-norm
+(the norm before each sub-layer), the layout of later SASRec implementations that trains stably at
+higher learning rates.
 
 Calling the model returns the LAST position's scores (batch, vocab_size), like GRU4Rec: the batch
 scorer and ``models.evaluate`` need nothing else. Training takes either target layout:
@@ -136,9 +141,9 @@ class SASRec(tf.keras.Model):
         width = tf.shape(items)[1]
         is_item = tf.not_equal(items, S.PADDING_INDEX)
         is_item_f = tf.cast(is_item, self.compute_dtype)[:, :, None]
-        # Position 0 is the most recent item: the same sequence gets the same positions at any width.
-        positions = tf.range(width - 1, -1, -1)
-        x = self.item_embedding(items) * math.sqrt(self.embedding_dim) + self.position_embedding(positions)[None]
+        # Position 0 is the oldest item kept: a prefix gets the same positions alone or in its sequence.
+        positions = tf.maximum(tf.cumsum(tf.cast(is_item, tf.int32), axis=1) - 1, 0)
+        x = self.item_embedding(items) * math.sqrt(self.embedding_dim) + self.position_embedding(positions)
         x = self.input_dropout(x, training=training) * is_item_f
         causal = tf.cast(tf.linalg.band_part(tf.ones((width, width)), -1, 0), tf.bool)
         # A query attends to earlier or equal positions holding an item. A padding query then sees

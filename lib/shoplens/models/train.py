@@ -71,6 +71,22 @@ def common_steps_per_epoch(train_examples: int, batch_size: int) -> int:
     return max(1, math.ceil(total / (distributed.size() * batch_size)))
 
 
+def train_layout(cfg: Config, examples: data.Examples) -> data.Examples:
+    """The train examples as ``cfg.seqrec.model`` learns from them: SASRec with
+    ``seqrec.sasrec.sequence_targets`` trains every position of each sequence in one pass
+    (``data.sequence_targets``); otherwise one example per prefix with ``seqrec.train_all_prefixes``
+    (``data.all_prefixes``), else the examples as read.
+
+    Returns: the examples, targets (n,) or (n, max_len).
+    """
+    s = cfg.seqrec
+    if s.model == "sasrec" and s.sasrec.sequence_targets:
+        return data.sequence_targets(examples)
+    if s.train_all_prefixes:
+        return data.all_prefixes(examples)
+    return examples
+
+
 def train(
     cfg: Config,
     shard_files: Sequence[str],
@@ -133,9 +149,7 @@ def train_model(
     rank, size = distributed.rank(), distributed.size()
 
     # Both reads fail on an empty shard before any collective operation (docs/SEQREC.md).
-    train_examples = data.read_examples(shard_files, max_len, filesystem=filesystem)
-    if s.train_all_prefixes:
-        train_examples = data.all_prefixes(train_examples)
+    train_examples = train_layout(cfg, data.read_examples(shard_files, max_len, filesystem=filesystem))
     val_examples = data.read_examples(
         val_files, max_len, num_negatives=cfg.sequences.num_negatives, filesystem=filesystem
     )
@@ -174,9 +188,13 @@ def train_model(
             early_stopping,
             *distributed.chief_only([C.Checkpoint(out_dir, state, early_stopping)]),
         ]
+        if s.model == "sasrec" and s.sasrec.batch_by_length:
+            dataset = data.to_length_batches(train_examples, s.batch_size, repeat=True, seed=s.seed + rank)
+        else:
+            dataset = data.to_dataset(train_examples, s.batch_size, shuffle=True, repeat=True, seed=s.seed + rank)
         fit_started = time.monotonic()
         model.fit(
-            data.to_dataset(train_examples, s.batch_size, shuffle=True, repeat=True, seed=s.seed + rank),
+            dataset,
             epochs=s.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
@@ -191,7 +209,7 @@ def train_model(
         checkpoints.restore_best(out_dir, model)
 
     # Every process's train targets: the same baseline on every process.
-    popularity = distributed.allreduce_sum(M.popularity_scores(train_examples.targets, vocab_size), "popularity")
+    popularity = distributed.allreduce_sum(M.popularity_scores(train_examples.target_items(), vocab_size), "popularity")
     val, val_total = distributed.weighted_mean(
         evaluate(model, val_examples, s.eval_batch_size), len(val_examples), "val_best"
     )
