@@ -15,6 +15,8 @@ DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delt
 SPARK_HOME := $(VENV)/lib/python3.11/site-packages/pyspark
 RUN_DATE ?= 2024-01-01
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist); 0 runs the suite in this process.
+TEST_WORKERS ?= 2
 
 export SPARK_HOME
 export PYSPARK_PYTHON := $(PY)
@@ -85,7 +87,7 @@ run: setup
 	$(PY) -m shoplens.pipeline --env local --demo
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests airflow_dags setup.py

@@ -15,6 +15,24 @@ CONF_DIR = ROOT / "conf"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Tests that use the standalone cluster or Airflow share fixed ports and one cluster: under
+# pytest-xdist (`make test` runs two workers with --dist loadgroup) they all run on one worker.
+SERIAL_GROUP = "cluster-and-airflow"
+
+
+def _is_serial(item: pytest.Item) -> bool:
+    return item.get_closest_marker("cluster") is not None or item.get_closest_marker("airflow") is not None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups tests for pytest-xdist's loadgroup: the cluster's and Airflow's tests together, every
+    other test with its file (so a module's fixtures are built once), and the longest group first."""
+    for item in items:
+        group = SERIAL_GROUP if _is_serial(item) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not _is_serial(item))
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:
