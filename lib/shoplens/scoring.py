@@ -256,7 +256,8 @@ def score_batches(
     for frame in batches:
         if frame.empty:
             continue
-        model = model or cached_model(model_path, use_gpu)
+        if model is None:
+            model = cached_model(model_path, use_gpu)
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start : start + batch_size]
             items = np.stack(chunk[S.INPUT_ITEMS].to_numpy()).astype(np.int32)
