@@ -7,6 +7,7 @@
     python -m shoplens.bench bgnbd --input PATH --format cdnow_summary|cdnow_transactions   (shoplens.bench_value)
     python -m shoplens.bench churn --input PATH --format online_retail   (shoplens.bench_value)
     python -m shoplens.bench als --input PATH --format movielens|ratings_tsv   (shoplens.bench_als)
+    python -m shoplens.bench seqrec --input PATH --format s3rec --model gru4rec|sasrec --num-proc N   (bench_seqrec)
 
 ``ingest --scale N`` generates the demo shop with about N events, then runs ``ingest_landing`` and
 ``build_silver_events`` for every landing date in one local session, and counts every term of the
@@ -33,7 +34,7 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from shoplens import bench_als, bench_profiles, bench_sessions, bench_value, catalog, cli
+from shoplens import bench_als, bench_profiles, bench_seqrec, bench_sessions, bench_value, catalog, cli
 from shoplens import schemas as S
 from shoplens.session import build_session
 
@@ -164,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     bench_value.add_bgnbd_arguments(sub.add_parser("bgnbd", help="BG/NBD fit on CDNOW against the paper"))
     bench_value.add_churn_arguments(sub.add_parser("churn", help="churn models against baselines on a public file"))
     bench_als.add_arguments(sub.add_parser("als", help="explicit and implicit ALS on a ratings file"))
+    bench_seqrec.add_arguments(sub.add_parser("seqrec", help="a next-item model on a sequence file, Horovod on Spark"))
     args = cli.parse(parser, argv)
     if args.bench == "als":
         return bench_als.main(args)
+    if args.bench == "seqrec":
+        return bench_seqrec.main(args)
     if args.bench == "sessions":
         return bench_sessions.main(args)
     if args.bench == "profiles":
