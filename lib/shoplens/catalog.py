@@ -199,6 +199,12 @@ NEXT_ITEM_PREDICTIONS = TableSpec(
     (S.RUN_DATE,),
     "one row per (run_date, dataset, user_id, rank): a next-item model's top-K items for the user",
 )
+PIPELINE_RUNS = TableSpec(
+    "gold.pipeline_runs",
+    S.PIPELINE_RUNS,
+    (S.JOB,),
+    "one row per (job, run_date, attempt) of a job started through its main; MERGEd by shoplens.runs only",
+)
 
 TABLES: tuple[TableSpec, ...] = (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
@@ -206,7 +212,7 @@ TABLES: tuple[TableSpec, ...] = (
     USER_DAILY_ACTIVITY, USER_PROFILES, SEGMENT_SUMMARY, CLUSTER_MODELS,
     MODEL_METRICS, CHURN_SCORES, CHURN_FEATURE_IMPORTANCE, CUSTOMER_VALUE,
     USER_INDEX, ITEM_INDEX, RECOMMENDATIONS, SIMILAR_ITEMS, ALS_TRIALS,
-    NEXT_ITEM_PREDICTIONS,
+    NEXT_ITEM_PREDICTIONS, PIPELINE_RUNS,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

@@ -443,6 +443,31 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class RunsConfig:
+    """The run machinery of every job's main (docs/RUNS.md): run lock, table commit locks, run record."""
+
+    # A second run of the same (run date, job) waits this long for the first, then fails naming it.
+    lock_wait_s: float
+    # A commit waits this long for another driver's commit to the same table (table locks).
+    table_lock_wait_s: float
+    # A lock whose holder has not renewed it for lease_s is broken (its holder was killed).
+    lease_s: float
+    # The holder renews its locks this often; well under lease_s.
+    heartbeat_s: float
+    # How often a waiting run looks at the lock again.
+    poll_s: float
+    # Serialise commits to one table across drivers: needed where the file system has no atomic
+    # put-if-absent for Delta's log (local file systems, S3 without a LogStore); see docs/RUNS.md.
+    table_locks: bool
+
+    def __post_init__(self) -> None:
+        if min(self.lock_wait_s, self.table_lock_wait_s) < 0 or min(self.lease_s, self.heartbeat_s, self.poll_s) <= 0:
+            raise ConfigError("runs: waits must be non-negative; lease_s, heartbeat_s and poll_s positive")
+        if self.heartbeat_s >= self.lease_s:
+            raise ConfigError(f"runs: heartbeat_s ({self.heartbeat_s}) must be below lease_s ({self.lease_s})")
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     shop: ShopConfig
@@ -461,6 +486,7 @@ class Config:
     seqrec: SeqrecConfig
     horovod: HorovodConfig
     scoring: ScoringConfig
+    runs: RunsConfig
 
 
 def default_conf_dir() -> Path:

@@ -641,3 +641,64 @@ NEXT_ITEM_PREDICTIONS = T.StructType(
         T.StructField(MODEL_VERSION, T.DateType(), False),
     ]
 )
+
+
+# --- gold: pipeline runs (docs/RUNS.md) ----------------------------------------------------------------
+ATTEMPT = "attempt"
+STATUS = "status"
+STARTED_AT = "started_at"
+ENDED_AT = "ended_at"
+ERROR = "error"
+APP_ID = "app_id"
+DRIVER = "driver"
+ARGUMENTS = "arguments"
+INPUT_ROWS = "input_rows"
+OUTPUT_ROWS = "output_rows"
+ROWS_WRITTEN = "rows_written"
+TABLE_VERSIONS = "table_versions"
+QUALITY_CHECKS = "quality_checks"
+QUALITY_FAILED = "quality_failed"
+QUALITY_FAILED_GATES = "quality_failed_gates"
+METRICS = "metrics"
+
+STATUS_RUNNING = "running"
+STATUS_SUCCEEDED = "succeeded"
+STATUS_FAILED = "failed"
+
+PIPELINE_RUNS = T.StructType(
+    [
+        T.StructField(JOB, T.StringType(), False),
+        T.StructField(RUN_DATE, T.DateType(), False),
+        # 1, 2, ...: Airflow's try number when the DAG passes --attempt, else one more than recorded.
+        T.StructField(ATTEMPT, T.IntegerType(), False),
+        # The job's dataset argument(s), comma-separated; null for jobs over every dataset.
+        T.StructField(DATASET, T.StringType(), True),
+        # running / succeeded / failed. "running" after its app is gone, or under a later attempt: died.
+        T.StructField(STATUS, T.StringType(), False),
+        T.StructField(STARTED_AT, T.TimestampType(), False),
+        T.StructField(ENDED_AT, T.TimestampType(), True),
+        # "ExceptionClass: message", cut to 2000 characters.
+        T.StructField(ERROR, T.StringType(), True),
+        # Spark's application id, and host:pid of the driver.
+        T.StructField(APP_ID, T.StringType(), True),
+        T.StructField(DRIVER, T.StringType(), True),
+        # The job's command-line arguments, to re-run it by hand.
+        T.StructField(ARGUMENTS, T.StringType(), True),
+        # Rows the job read, where the job knows it cheaply (landing lines, bronze rows); else null.
+        T.StructField(INPUT_ROWS, T.LongType(), True),
+        # Sum of rows_written.
+        T.StructField(OUTPUT_ROWS, T.LongType(), True),
+        # Per table: rows its commits wrote, from Delta's operation metrics (WRITE: numOutputRows;
+        # MERGE: rows inserted + updated), summed over the run's commits to the table.
+        T.StructField(ROWS_WRITTEN, T.MapType(T.StringType(), T.LongType()), True),
+        # Per table: the Delta version of the run's last commit to it.
+        T.StructField(TABLE_VERSIONS, T.MapType(T.StringType(), T.LongType()), True),
+        # From the ops.quality_results rows the run wrote: expectations checked, failed (gates and
+        # warnings), and one line per failed gate. Null when the job ran no quality suite.
+        T.StructField(QUALITY_CHECKS, T.LongType(), True),
+        T.StructField(QUALITY_FAILED, T.LongType(), True),
+        T.StructField(QUALITY_FAILED_GATES, T.ArrayType(T.StringType()), True),
+        # Key figures the job chose to record (e.g. lines_quarantined).
+        T.StructField(METRICS, T.MapType(T.StringType(), T.DoubleType()), True),
+    ]
+)
