@@ -52,3 +52,6 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     assert summary["gold.churn_scores"]["rows"] == 0
     assert summary["gold.customer_value"]["rows"] > 0
     assert summary["gold.session_events"]["rows"] == summary["silver.events"]["rows"]
+    # The demo trains the next-item model on its last date and scores every user with it.
+    assert summary["gold.next_item_predictions"]["rows"] > 0
+    assert summary["gold.model_metrics"]["rows"] > 0

@@ -27,6 +27,8 @@ from shoplens.jobs import (
     build_user_activity,
     build_user_profiles,
     ingest_landing,
+    score_next_item,
+    train_next_item,
 )
 from shoplens.session import build_session
 from shoplens.tables import describe_tables, format_table
@@ -45,7 +47,13 @@ STEPS = (
     ("build_churn_scores", lambda spark, cfg, run_date, demo: build_churn_scores.run(spark, cfg, run_date)),
     ("build_customer_value", lambda spark, cfg, run_date, demo: build_customer_value.run(spark, cfg, run_date)),
     ("build_recommendations", lambda spark, cfg, run_date, demo: build_recommendations.run(spark, cfg, run_date)),
+    ("train_next_item", lambda spark, cfg, run_date, demo: train_next_item.run(spark, cfg, run_date)),
+    ("score_next_item", lambda spark, cfg, run_date, demo: score_next_item.run(spark, cfg, run_date)),
 )
+# The demo trains the next-item model once, on its last date, with few epochs (the nightly DAG trains
+# every night): two Horovod launches a night would double the demo's time and show nothing more.
+MODEL_STEPS = ("train_next_item", "score_next_item")
+DEMO_OVERRIDES = ("seqrec.epochs=3",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse(parser, argv)
     if not args.demo and args.run_date is None:
         parser.error("give --run-date, or --demo to run the embedded demo shop")
+    if args.demo:
+        args.overrides = [*DEMO_OVERRIDES, *args.overrides]
     cfg = cli.load_job_config(args)
     if args.demo:
         manifest = demo.generate(
@@ -76,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(cfg, "shoplens.pipeline")
     for run_date in dates:
         for name, step in STEPS:
+            if args.demo and name in MODEL_STEPS and run_date != dates[-1]:
+                continue
             log.info("running %s for %s", name, run_date)
             step(spark, cfg, run_date, args.demo)
     described = describe_tables(spark, cfg)
