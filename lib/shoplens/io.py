@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from shoplens import runs
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
@@ -122,17 +123,18 @@ def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[st
 
     ``where`` maps a column to a value, or to a ``(low, high)`` pair for an inclusive range.
     Every row of ``df`` must belong to the slice; Delta checks that and fails the write otherwise.
-    Creates (and registers) the table on first write.
+    Creates (and registers) the table on first write. Inside a job's run, the write is a commit of
+    that run (``shoplens.runs.commit``: table lock, fault hook, run record).
     """
     condition = " AND ".join(_condition(col, val) for col, val in where.items())
-    (
+    writer = (
         spec.conform(df)
         .write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", condition)
         .partitionBy(*spec.partition_by)
-        .save(spec.location(cfg))
     )
+    runs.commit(df.sparkSession, spec, cfg, lambda: writer.save(spec.location(cfg)), condition)
     register_table(df.sparkSession, spec, cfg)
     log.info("wrote %s where %s", spec.name, condition)
 

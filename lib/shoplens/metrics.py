@@ -17,7 +17,7 @@ from dataclasses import astuple, dataclass
 
 from pyspark.sql import SparkSession
 
-from shoplens import catalog
+from shoplens import catalog, runs
 from shoplens import schemas as S
 from shoplens.catalog import register_table
 from shoplens.config import Config
@@ -72,19 +72,20 @@ def write_metrics(spark: SparkSession, cfg: Config, metrics: Iterable[Metric]) -
     )
     if not catalog.table_exists(spark, location):
         # First write: an empty table with the schema, so the MERGE below is the only writing path.
-        spark.createDataFrame([], S.MODEL_METRICS).write.format("delta").partitionBy(*spec.partition_by).save(location)
+        empty = spark.createDataFrame([], S.MODEL_METRICS).write.format("delta").partitionBy(*spec.partition_by)
+        runs.commit(spark, spec, cfg, lambda: empty.save(location))
     from delta.tables import DeltaTable
 
     jobs = ", ".join(sorted({"'" + m.job.replace("'", "\\'") + "'" for m in rows}))
     condition = " AND ".join([f"t.`{S.JOB}` IN ({jobs})"] + [f"t.`{c}` = s.`{c}`" for c in KEY])
-    (
+    merge = (
         DeltaTable.forPath(spark, location)
         .alias("t")
         .merge(source.alias("s"), condition)
         .whenMatchedUpdateAll()
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    runs.commit(spark, spec, cfg, merge.execute)
     register_table(spark, spec, cfg)
     log.info("merged %d rows into %s", len(rows), spec.name)
     return len(rows)

@@ -10,6 +10,7 @@ recency-only baseline; the same fitted GBT scores R's buyers. Without enough lab
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -32,7 +33,6 @@ from shoplens.churn.examples import feature_names, labelled, with_features
 from shoplens.config import ChurnConfig, Config
 from shoplens.io import replace_slice
 from shoplens.metrics import Metric, write_metrics
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +213,11 @@ def importance_rows(spark, gbt: PipelineModel, logreg: PipelineModel, names: lis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_churn_scores {args.run_date}")
+    return cli.run_job("build_churn_scores", cli.job_parser(__doc__.splitlines()[0]), argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
     run(spark, cfg, args.run_date)
-    return 0
 
 
 if __name__ == "__main__":

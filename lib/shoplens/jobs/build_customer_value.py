@@ -9,6 +9,7 @@ triple; predictions join back to users on the triple. Fit parameters and log-lik
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -25,7 +26,6 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.io import replace_slice
 from shoplens.metrics import Metric, write_metrics
-from shoplens.session import build_session
 from shoplens.value import stats as V
 from shoplens.value.fit import Triple, ValueFit, fit_value
 
@@ -151,11 +151,11 @@ def fit_metrics(run_date: dt.date, fits: dict[str, ValueFit]) -> list[Metric]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_customer_value {args.run_date}")
+    return cli.run_job("build_customer_value", cli.job_parser(__doc__.splitlines()[0]), argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
     run(spark, cfg, args.run_date)
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ docs/ALS.md has the definitions and the bad-input outcomes.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import itertools
 import logging
@@ -38,7 +39,6 @@ from shoplens.io import replace_slice
 from shoplens.metrics import Metric, write_metrics
 from shoplens.quality import QualityGateFailed
 from shoplens.recs import als, evaluate, idmaps, interactions, recommend, topk
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -516,11 +516,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="a silver dataset to build (repeatable; default: every dataset in silver)",
     )
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_recommendations {args.run_date}")
+    return cli.run_job("build_recommendations", parser, argv, _work, dataset=lambda args: cli.joined(args.datasets))
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
     run(spark, cfg, args.run_date, args.datasets)
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ own shards' files directly (:mod:`shoplens.shards`).
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -28,13 +29,12 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, sequences
+from shoplens import catalog, cli, runs, sequences
 from shoplens import schemas as S
 from shoplens.catalog import register_table
 from shoplens.config import Config, ConfigError
 from shoplens.ingest.rules import CANONICAL_EVENT_TYPES
 from shoplens.io import replace_slice
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +52,23 @@ def merge_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, run_date: 
     from delta.tables import DeltaTable
 
     location = catalog.ITEM_VOCAB.location(cfg)
-    DeltaTable.createIfNotExists(spark).location(location).addColumns(catalog.ITEM_VOCAB.schema).execute()
+    if not catalog.table_exists(spark, location):
+        create = DeltaTable.createIfNotExists(spark).location(location).addColumns(catalog.ITEM_VOCAB.schema)
+        runs.commit(spark, catalog.ITEM_VOCAB, cfg, create.execute)
     register_table(spark, catalog.ITEM_VOCAB, cfg)
     datasets = counted.select(S.DATASET).distinct()
     vocab = spark.read.format("delta").load(location).join(datasets, [S.DATASET], "left_semi")
     updates = sequences.vocab_updates(
         sequences.item_counts(counted), vocab, cfg.sequences.min_item_count, run_date
     )
-    (
+    merge = (
         DeltaTable.forPath(spark, location)
         .alias("t")
         .merge(catalog.ITEM_VOCAB.conform(updates).alias("s"), "t.dataset = s.dataset AND t.item_id = s.item_id")
         .whenMatchedUpdate(condition="t.count <> s.count", set={S.COUNT: "s.count"})
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    runs.commit(spark, catalog.ITEM_VOCAB, cfg, merge.execute)
 
 
 def build_dataset(
@@ -147,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dataset", dest="datasets", action="append", default=None,
         help="a silver dataset to rebuild (repeatable; default: every dataset in silver)",
     )
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_sequences {args.run_date}")
+    return cli.run_job("build_sequences", parser, argv, _work, dataset=lambda args: cli.joined(args.datasets))
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
     run(spark, cfg, args.run_date, args.datasets)
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ sessions. Datasets in ``sessions.exclude_datasets`` (sequence files: synthetic t
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -33,7 +34,6 @@ from shoplens import catalog, cli, sessions
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.io import replace_slice
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--full-rebuild", action="store_true", help="recompute all of the dataset's sessions up to the run date"
     )
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_sessions {args.run_date}")
+    return cli.run_job("build_sessions", parser, argv, _work, dataset=lambda args: args.dataset)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
     run(spark, cfg, args.run_date, args.dataset, args.full_rebuild)
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ rows (stage silver) of R + silver.duplicates rows of R.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import math
@@ -24,13 +25,12 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, quality
+from shoplens import catalog, cli, quality, runs
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest import rules, silver
 from shoplens.ingest.pseudonymise import load_key
 from shoplens.io import replace_slice
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -300,13 +300,13 @@ def _update_flags(
         f"AND t.`{S.EVENT_DATE}` <= DATE'{target.window_end}'"
     )
     same_event = f"t.`{S.EVENT_DATE}` = s.`{S.EVENT_DATE}` AND t.`{S.EVENT_ID}` = s.`{S.EVENT_ID}`"
-    (
+    merge = (
         DeltaTable.forPath(spark, spec.location(cfg))
         .alias("t")
         .merge(changed.alias("s"), f"{window} AND {same_event}")
         .whenMatchedUpdate(set={S.IS_BOT: f"s.`{S.IS_BOT}`"})
-        .execute()
     )
+    runs.commit(spark, spec, cfg, merge.execute)
     log.info("run date %s changed bot flags of earlier events in %s", target.run_date, spec.name)
 
 
@@ -326,11 +326,13 @@ def _check_reject_shares(summary: SilverSummary, cfg: Config) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.job_parser(__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="pseudonymise with the published demo key")
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_silver_events {args.run_date}")
-    run(spark, cfg, args.run_date, demo=args.demo)
-    return 0
+    return cli.run_job("build_silver_events", parser, argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+    summary = run(spark, cfg, args.run_date, demo=args.demo)
+    runs.add_input_rows(summary.bronze_rows)
+    runs.add_metrics({f"rejected_{reason}": n for reason, n in summary.rejected_by_reason.items()})
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Rejected lines go to ``silver.quarantine`` (stage ``items``) with their reason.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -18,12 +19,11 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli
+from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest.items import STAGE_ITEMS, with_item_fields
 from shoplens.io import LandingNotFound, read_landing_lines, replace_slice
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +61,26 @@ def _merge_latest(spark: SparkSession, cfg: Config, items) -> None:
     location = catalog.SILVER_ITEMS.location(cfg)
     if not catalog.table_exists(spark, location):
         # An empty table first, so the first landing goes through the same MERGE as every other.
-        spark.createDataFrame([], catalog.SILVER_ITEMS.schema).write.format("delta").save(location)
+        empty = spark.createDataFrame([], catalog.SILVER_ITEMS.schema).write.format("delta")
+        runs.commit(spark, catalog.SILVER_ITEMS, cfg, lambda: empty.save(location))
         catalog.register_table(spark, catalog.SILVER_ITEMS, cfg)
     target = DeltaTable.forPath(spark, location).alias("t")
-    (
+    merge = (
         target.merge(items.alias("s"), f"t.{S.ITEM_ID} = s.{S.ITEM_ID}")
         .whenMatchedUpdateAll(condition=f"s.{S.UPDATED_ON} >= t.{S.UPDATED_ON}")
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    runs.commit(spark, catalog.SILVER_ITEMS, cfg, merge.execute)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_silver_items {args.run_date}")
-    run(spark, cfg, args.run_date)
-    return 0
+    return cli.run_job("build_silver_items", cli.job_parser(__doc__.splitlines()[0]), argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+    summary = run(spark, cfg, args.run_date)
+    runs.add_input_rows(summary["lines"])
+    runs.add_metrics({"items_merged": summary["merged"], "lines_quarantined": summary["quarantined"]})
 
 
 if __name__ == "__main__":

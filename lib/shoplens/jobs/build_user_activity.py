@@ -9,6 +9,7 @@ from this table, so a nightly run reads a few days of silver, not a year of it.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -22,7 +23,6 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.io import replace_slice
 from shoplens.profiles.activity import daily_activity
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,11 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, since: dt.date | No
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.job_parser(__doc__.splitlines()[0])
     parser.add_argument("--since", type=cli.run_date_arg, default=None, help="recompute event dates from this one")
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_user_activity {args.run_date}")
+    return cli.run_job("build_user_activity", parser, argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
     run(spark, cfg, args.run_date, since=args.since)
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ else from a new fit (docs/PROFILES.md).
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -26,7 +27,6 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.io import replace_slice
 from shoplens.profiles import clusters, features, rfm, summary
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,11 @@ def _model_for(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.build_user_profiles {args.run_date}")
+    return cli.run_job("build_user_profiles", cli.job_parser(__doc__.splitlines()[0]), argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
     run(spark, cfg, args.run_date)
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ The last line of stdout is one JSON object: ``{"run_date", "driver_pid", "num_pr
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -26,7 +27,6 @@ from pyspark.sql import SparkSession
 from shoplens import cli, distributed
 from shoplens.config import Config
 from shoplens.models import tiny
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,10 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.check_horovod {args.run_date}")
+    return cli.run_job("check_horovod", cli.job_parser(__doc__.splitlines()[0]), argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> int:
     report = run(spark, cfg, args.run_date)
     # The job's output contract: the report as the last line of stdout.
     print(json.dumps(report, sort_keys=True), flush=True)

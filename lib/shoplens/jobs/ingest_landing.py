@@ -8,6 +8,7 @@ Re-running a date replaces that date's slice: no duplicates.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -17,12 +18,11 @@ from dataclasses import dataclass, field
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 
-from shoplens import catalog, cli, quality
+from shoplens import catalog, cli, quality, runs
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest.landing import STAGE_LANDING, bronze_events, rejected_lines, with_parse_result
 from shoplens.io import read_landing_lines, replace_slice
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,13 @@ def _check_malformed_share(summary: IngestSummary, cfg: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = cli.parse(cli.job_parser(__doc__.splitlines()[0]), argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.ingest_landing {args.run_date}")
-    run(spark, cfg, args.run_date)
-    return 0
+    return cli.run_job("ingest_landing", cli.job_parser(__doc__.splitlines()[0]), argv, _work)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+    summary = run(spark, cfg, args.run_date)
+    runs.add_input_rows(summary.landed)
+    runs.add_metrics({"lines_accepted": summary.accepted, "lines_quarantined": summary.quarantined})
 
 
 if __name__ == "__main__":

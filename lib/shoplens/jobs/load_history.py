@@ -20,6 +20,7 @@ run_date R) + silver.quarantine rows (stage import:F, run_date R) + silver.dupli
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -39,7 +40,6 @@ from shoplens.ingest import adapters, silver
 from shoplens.ingest.pseudonymise import load_key
 from shoplens.io import read_import_lines, read_import_table
 from shoplens.jobs.build_silver_events import SilverTarget, commit_silver
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", required=True, choices=sorted(adapters.ADAPTERS), help="the input's format")
     parser.add_argument("--input", required=True, help="a file, a folder or a glob (local, hdfs://, s3a://)")
     parser.add_argument("--demo", action="store_true", help="pseudonymise with the published demo key")
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.load_history {args.format} {args.run_date}")
+    return cli.run_job("load_history", parser, argv, _work, dataset=lambda args: args.format)
+
+
+def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> int:
     summary = run(spark, cfg, args.format, args.input, args.run_date, demo=args.demo)
     return 0 if summary["reconciled"] else 1
 

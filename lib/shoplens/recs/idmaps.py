@@ -12,7 +12,7 @@ import datetime as dt
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from shoplens import catalog
+from shoplens import catalog, runs
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
@@ -53,18 +53,20 @@ def merge_index(
 
     index_col = S.USER_INDEX if spec is catalog.USER_INDEX else S.ITEM_INDEX
     location = spec.location(cfg)
-    DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema).execute()
+    if not catalog.table_exists(spark, location):
+        create = DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
+        runs.commit(spark, spec, cfg, create.execute)
     register_table(spark, spec, cfg)
     datasets = ids.select(S.DATASET).distinct()
     existing = spark.read.format("delta").load(location).join(datasets, [S.DATASET], "left_semi")
     new = new_index_rows(ids, existing, id_col, index_col, run_date)
-    (
+    merge = (
         DeltaTable.forPath(spark, location)
         .alias("t")
         .merge(spec.conform(new).alias("s"), f"t.{S.DATASET} = s.{S.DATASET} AND t.{id_col} = s.{id_col}")
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    runs.commit(spark, spec, cfg, merge.execute)
     return (
         spark.read.format("delta")
         .load(location)

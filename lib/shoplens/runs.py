@@ -1,0 +1,474 @@
+"""A job's run: its run lock, its ``gold.pipeline_runs`` row, every commit it makes, and the fault hook.
+
+Every job's ``main`` runs its work inside :func:`job_run` (through ``cli.run_job``), which
+
+1. takes the run lock of (run date, job) under ``{warehouse}/_locks/`` (``shoplens.locks``), so two
+   runs of one job and date never write at once;
+2. numbers the attempt (``--attempt N``, else one more than ``gold.pipeline_runs`` holds) and MERGEs
+   a ``running`` row into ``gold.pipeline_runs``;
+3. makes itself the *current run*, which every table write reports to: each write goes through
+   :func:`commit`, which holds the table's commit lock around the Delta commit, fires the fault hook
+   and records the table's new version and the rows the commit wrote (from the Delta log);
+4. at the end MERGEs the row again as ``succeeded`` or ``failed`` and releases the lock.
+
+The current run is module state rather than an argument because the writers sit deep in library
+code whose signatures (``run(spark, cfg, run_date)``) tests and the local pipeline call directly;
+outside a run (those callers) :func:`commit` just writes: no locks, no record, no fault hook.
+
+The fault hook: ``SHOPLENS_FAULT=<job>:<point>:<table>[:<attempt>]`` kills the job's own process with
+SIGKILL at ``before_commit``, ``during_commit`` (data files written, Delta log entry not yet) or
+``after_commit`` of that table, on every attempt or only the given one. Several are comma-separated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from shoplens import catalog, quality
+from shoplens import schemas as S
+from shoplens.catalog import TableSpec, register_table
+from shoplens.config import Config
+from shoplens.locks import Lock
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV_VAR = "SHOPLENS_FAULT"
+BEFORE_COMMIT = "before_commit"
+DURING_COMMIT = "during_commit"
+AFTER_COMMIT = "after_commit"
+FAULT_POINTS = (BEFORE_COMMIT, DURING_COMMIT, AFTER_COMMIT)
+ERROR_MAX_CHARS = 2000
+LOCKS_DIR = "_locks"
+_USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+_DURING_COMMIT_POLL_S = 0.02
+
+
+class RunRecordError(RuntimeError):
+    """gold.pipeline_runs could not be written: the job's outcome is not recorded, so it fails."""
+
+
+class FaultSpecError(ValueError):
+    """``SHOPLENS_FAULT`` is malformed."""
+
+
+# --- the fault hook ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fault:
+    """Kill job ``job`` at ``point`` of its commit to ``table`` (on ``attempt`` only, if given)."""
+
+    job: str
+    point: str
+    table: str
+    attempt: int | None = None
+
+    def fires(self, job: str, point: str, table: str, attempt: int) -> bool:
+        return (self.job, self.point, self.table) == (job, point, table) and self.attempt in (None, attempt)
+
+
+def parse_faults(value: str | None) -> tuple[Fault, ...]:
+    """Parses ``SHOPLENS_FAULT``: comma-separated ``job:point:table[:attempt]``."""
+    faults = []
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        parts = item.strip().split(":")
+        if len(parts) not in (3, 4) or parts[1] not in FAULT_POINTS or not parts[0] or not parts[2]:
+            raise FaultSpecError(
+                f"{FAULT_ENV_VAR} item {item!r} is not <job>:<point>:<table>[:<attempt>] with point one of "
+                f"{', '.join(FAULT_POINTS)}"
+            )
+        if len(parts) == 4 and not parts[3].isdigit():
+            raise FaultSpecError(f"{FAULT_ENV_VAR} item {item!r}: the attempt must be a number")
+        faults.append(Fault(parts[0], parts[1], parts[2], int(parts[3]) if len(parts) == 4 else None))
+    return tuple(faults)
+
+
+def _kill_self(reason: str) -> None:
+    log.warning("fault hook: %s: SIGKILL to pid %d", reason, os.getpid())
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _DataFileWatcher:
+    """Kills the process once a new data file appears in a table's folder while the table's Delta
+    log has not moved: a commit whose files are written and whose log entry is not.
+
+    Polls the folder from a thread during the write: every 5 ms with ``os.walk`` on a local file
+    system (Hadoop's local listing shells out to ``ls`` per file and takes ~100 ms), through Hadoop's
+    FileSystem elsewhere. A write that adds no data file, or commits within one poll of its first
+    file, is not caught: the watcher then logs that the fault did not fire, and the job goes on."""
+
+    def __init__(self, spark: SparkSession, location: str) -> None:
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        self._location = location
+        path = jvm.org.apache.hadoop.fs.Path(location)
+        self._fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+        self._local = self._fs.getScheme() == "file"
+        self._root = path.toUri().getPath() if self._local else location
+        self._poll_s = 0.005 if self._local else 0.05
+        self._jvm = jvm
+        self._before, self._log_before = self._files()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"fault watcher {location}", daemon=True)
+
+    def _files(self) -> tuple[set[str], set[str]]:
+        """(data files, log entries) under the table folder; hidden files (checksums, temporaries) skipped."""
+        names: list[tuple[str, str]] = []
+        if self._local:
+            for folder, _, files in os.walk(self._root):
+                names += [(folder, f) for f in files]
+        else:
+            root = self._jvm.org.apache.hadoop.fs.Path(self._root)
+            if self._fs.exists(root):
+                listing = self._fs.listFiles(root, True)
+                while listing.hasNext():
+                    found = listing.next().getPath()
+                    names.append((found.getParent().toString(), found.getName()))
+        data = {f"{d}/{f}" for d, f in names if f.endswith(".parquet") and not f.startswith((".", "_"))}
+        logs = {f for d, f in names if d.rstrip("/").endswith("_delta_log") and f.endswith(".json") and f[0].isdigit()}
+        return data - {f for f in data if "/_delta_log/" in f}, logs
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            try:
+                data, logs = self._files()
+            except Exception:  # noqa: BLE001 - a file vanished while listed: look again
+                continue
+            if data - self._before:
+                if logs - self._log_before:
+                    return  # too late: the log entry is already there
+                _kill_self(f"{DURING_COMMIT} of {self._location}: data files written, log entry not yet")
+
+    def __enter__(self) -> _DataFileWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            log.warning("fault hook %s on %s did not fire: no data file seen before the log entry",
+                        DURING_COMMIT, self._location)
+
+
+# --- the current run -----------------------------------------------------------------------------------
+@dataclass
+class RunContext:
+    """What one run of a job has done so far; becomes its gold.pipeline_runs row."""
+
+    spark: SparkSession
+    cfg: Config
+    job: str
+    run_date: dt.date
+    attempt: int
+    dataset: str | None
+    arguments: str | None
+    started_at: dt.datetime
+    lock: Lock | None
+    faults: tuple[Fault, ...] = ()
+    input_rows: int | None = None
+    rows_written: dict[str, int] = field(default_factory=dict)
+    table_versions: dict[str, int] = field(default_factory=dict)
+    quality_checks: int | None = None
+    quality_failed: int | None = None
+    quality_failed_gates: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    exit_error: str | None = None
+    _commits: int = 0
+
+    def fault(self, point: str, table: str) -> bool:
+        return any(f.fires(self.job, point, table, self.attempt) for f in self.faults)
+
+    def next_commit_tag(self) -> str:
+        self._commits += 1
+        unique = uuid.uuid4().hex[:8]
+        return f"shoplens {self.job} {self.run_date} attempt {self.attempt} commit {self._commits} {unique}"
+
+    def record_commit(self, table: str, version: int | None, rows: int) -> None:
+        self.rows_written[table] = self.rows_written.get(table, 0) + rows
+        if version is not None:
+            self.table_versions[table] = version
+
+    def mark_failed(self, reason: str) -> None:
+        """Records the run as failed without an exception (e.g. a job that returns exit code 1)."""
+        self.exit_error = reason
+
+    def row(self, status: str, error: str | None, ended_at: dt.datetime | None) -> tuple:
+        app = self.spark.sparkContext.applicationId
+        return (
+            self.job, self.run_date, self.attempt, self.dataset, status, self.started_at, ended_at,
+            None if error is None else error[:ERROR_MAX_CHARS], app, f"{socket.gethostname()}:{os.getpid()}",
+            self.arguments, self.input_rows, sum(self.rows_written.values()) if self.rows_written else None,
+            dict(self.rows_written) or None, dict(self.table_versions) or None,
+            self.quality_checks, self.quality_failed, list(self.quality_failed_gates) if self.quality_checks else None,
+            dict(self.metrics) or None,
+        )
+
+
+_current: RunContext | None = None
+
+
+def current() -> RunContext | None:
+    """The run this process is in, or None outside a job's main (tests, the local pipeline)."""
+    return _current
+
+
+def add_metrics(figures: Mapping[str, float | int | None]) -> None:
+    """Adds key figures to the current run's row (``metrics``); None values are skipped. No-op outside a run."""
+    if _current is not None:
+        _current.metrics.update({k: float(v) for k, v in figures.items() if v is not None})
+
+
+def add_input_rows(rows: int) -> None:
+    """Adds to the rows the current run read (``input_rows``). No-op outside a run."""
+    if _current is not None:
+        _current.input_rows = (_current.input_rows or 0) + int(rows)
+
+
+# --- commits -------------------------------------------------------------------------------------------
+def table_lock_path(cfg: Config, table: str) -> str:
+    return f"{cfg.paths.warehouse.rstrip('/')}/{LOCKS_DIR}/tables/{table}.lock"
+
+
+def run_lock_path(cfg: Config, job: str, run_date: dt.date) -> str:
+    return f"{cfg.paths.warehouse.rstrip('/')}/{LOCKS_DIR}/run_date={run_date.isoformat()}/{job}.lock"
+
+
+def _lock(run: RunContext, path: str, wait_s: float, purpose: str) -> Lock:
+    runs = run.cfg.runs
+    owner = {
+        "purpose": purpose, "job": run.job, "run_date": run.run_date.isoformat(), "attempt": run.attempt,
+        "app_id": run.spark.sparkContext.applicationId,
+    }
+    return Lock(
+        run.spark, path, owner, lease_s=runs.lease_s, heartbeat_s=runs.heartbeat_s, wait_s=wait_s, poll_s=runs.poll_s
+    )
+
+
+def commit(
+    spark: SparkSession,
+    spec: TableSpec,
+    cfg: Config,
+    write: Callable[[], object],
+    condition: str | None = None,
+) -> None:
+    """Runs ``write`` (one Delta commit to ``spec``'s table, or the creation of the table) as a commit
+    of the current run: under the table's commit lock, with the fault hook around it, and records the
+    version it made and the rows it wrote (Delta's operation metrics, not a recount).
+
+    ``condition``: the SQL condition of the slice written, when there is one (it scopes the quality
+    summary read back from ops.quality_results). Outside a run, just calls ``write``.
+    """
+    run = _current
+    if run is None:
+        write()
+        return
+    _commit(run, spec, cfg, write, condition, record=True)
+
+
+def _commit(
+    run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], object], condition: str | None, record: bool
+) -> None:
+    spark = run.spark
+    if run.lock is not None:
+        run.lock.check()  # never write without the run lock: another run may hold it now
+    table_lock = (
+        _lock(run, table_lock_path(cfg, spec.name), cfg.runs.table_lock_wait_s, f"commit to {spec.name}")
+        if cfg.runs.table_locks
+        else None
+    )
+    if table_lock is not None:
+        table_lock.acquire()
+    try:
+        if record and run.fault(BEFORE_COMMIT, spec.name):
+            _kill_self(f"{BEFORE_COMMIT} of {spec.name}")
+        tag = run.next_commit_tag()
+        spark.conf.set(_USER_METADATA_CONF, tag)
+        try:
+            if record and run.fault(DURING_COMMIT, spec.name):
+                with _DataFileWatcher(spark, spec.location(cfg)):
+                    write()
+            else:
+                write()
+        finally:
+            spark.conf.unset(_USER_METADATA_CONF)
+        if record:
+            version, rows = _committed(spark, spec.location(cfg), tag)
+            run.record_commit(spec.name, version, rows)
+            if spec is catalog.QUALITY_RESULTS and version is not None:
+                _record_quality(run, spec.location(cfg), version, condition)
+            if run.fault(AFTER_COMMIT, spec.name):
+                _kill_self(f"{AFTER_COMMIT} of {spec.name}")
+    finally:
+        if table_lock is not None:
+            table_lock.release()
+
+
+def _committed(spark: SparkSession, location: str, tag: str) -> tuple[int | None, int]:
+    """The version of the commit tagged ``tag`` (Delta's userMetadata) and the rows it wrote."""
+    from delta.tables import DeltaTable
+
+    found = (
+        DeltaTable.forPath(spark, location).history(20)
+        .where(F.col("userMetadata") == tag)
+        .select("version", "operation", "operationMetrics")
+        .first()
+    )
+    if found is None:
+        log.warning("commit %r not found in the last 20 entries of %s's history: version not recorded", tag, location)
+        return None, 0
+    metrics = found["operationMetrics"] or {}
+    if found["operation"] == "MERGE":
+        rows = int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
+    else:
+        rows = int(metrics.get("numOutputRows", 0))
+    return int(found["version"]), rows
+
+
+def _record_quality(run: RunContext, location: str, version: int, condition: str | None) -> None:
+    results = run.spark.read.format("delta").option("versionAsOf", version).load(location)
+    if condition:
+        results = results.where(condition)
+    rows = [r.asDict() for r in results.collect()]  # one row per expectation: a handful
+    run.quality_checks = (run.quality_checks or 0) + len(rows)
+    run.quality_failed = (run.quality_failed or 0) + sum(1 for r in rows if not r[S.SUCCESS])
+    run.quality_failed_gates += sorted(quality.describe(r) for r in rows if r[S.IS_GATE] and not r[S.SUCCESS])
+
+
+# --- the run record --------------------------------------------------------------------------------------
+def next_attempt(spark: SparkSession, cfg: Config, job: str, run_date: dt.date) -> int:
+    """One more than the highest attempt gold.pipeline_runs holds for (job, run_date); 1 if none."""
+    location = catalog.PIPELINE_RUNS.location(cfg)
+    if not catalog.table_exists(spark, location):
+        return 1
+    highest = (
+        spark.read.format("delta").load(location)
+        .where((F.col(S.JOB) == job) & (F.col(S.RUN_DATE) == F.lit(run_date)))
+        .agg(F.max(S.ATTEMPT))
+        .first()[0]
+    )
+    return 1 + (highest or 0)
+
+
+def _write_record(run: RunContext, status: str, error: str | None = None) -> None:
+    """MERGEs the run's row into gold.pipeline_runs on (job, run_date, attempt)."""
+    from delta.tables import DeltaTable
+
+    spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
+    location = spec.location(cfg)
+    ended_at = None if status == S.STATUS_RUNNING else _utc_now()
+    source = spark.createDataFrame([run.row(status, error, ended_at)], schema=S.PIPELINE_RUNS)
+    job = run.job.replace("'", "\\'")
+    # The job literal prunes the MERGE to the job's partition: two jobs recording at once touch
+    # disjoint files and do not conflict in Delta's optimistic concurrency check.
+    same_key = " AND ".join(f"t.`{c}` = s.`{c}`" for c in (S.JOB, S.RUN_DATE, S.ATTEMPT))
+    condition = f"t.`{S.JOB}` = '{job}' AND {same_key}"
+
+    def merge() -> None:
+        (
+            DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
+            .partitionedBy(*spec.partition_by).execute()
+        )
+        (
+            DeltaTable.forPath(spark, location).alias("t")
+            .merge(source.alias("s"), condition)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    _commit(run, spec, cfg, merge, None, record=False)
+    register_table(spark, spec, cfg)
+
+
+def _utc_now() -> dt.datetime:
+    # Time-zone aware: PySpark would read a naive datetime in the machine's local time zone.
+    return dt.datetime.now(dt.UTC)
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:ERROR_MAX_CHARS]
+
+
+@contextmanager
+def job_run(
+    spark: SparkSession,
+    cfg: Config,
+    job: str,
+    run_date: dt.date,
+    attempt: int | None = None,
+    dataset: str | None = None,
+    arguments: Sequence[str] | None = None,
+) -> Iterator[RunContext]:
+    """One run of ``job`` for ``run_date``: run lock, pipeline_runs row, current run for the commits.
+
+    ``attempt`` None numbers it one more than recorded. Yields the run; an exception in the body
+    records ``failed`` (class and message) and propagates. A run record that cannot be written
+    fails the job with RunRecordError (on a failed run, the original error propagates instead).
+    """
+    global _current
+    if _current is not None:
+        raise RuntimeError(f"job_run({job}) inside the run of {_current.job}: one run per process at a time")
+    faults = parse_faults(os.environ.get(FAULT_ENV_VAR))
+    if attempt is not None and attempt < 1:
+        raise ValueError(f"--attempt must be at least 1, got {attempt}")
+    run = RunContext(
+        spark=spark, cfg=cfg, job=job, run_date=run_date,
+        attempt=attempt or next_attempt(spark, cfg, job, run_date),
+        dataset=dataset, arguments=None if arguments is None else " ".join(arguments),
+        started_at=_utc_now(), lock=None, faults=faults,
+    )
+    run.lock = _lock(run, run_lock_path(cfg, job, run_date), cfg.runs.lock_wait_s, "run")
+    run.lock.acquire()
+    try:
+        if attempt is None:
+            # Numbered again under the lock: a run that waited for another now sees its row.
+            run.attempt = next_attempt(spark, cfg, job, run_date)
+        if faults:
+            log.warning("fault hook armed: %s", ", ".join(f"{f.job}:{f.point}:{f.table}" for f in faults))
+        try:
+            _write_record(run, S.STATUS_RUNNING)
+        except Exception as err:
+            raise RunRecordError(
+                f"could not record the start of {job} {run_date} attempt {run.attempt} in gold.pipeline_runs: {err}"
+            ) from err
+        log.info("run of %s for %s, attempt %d", job, run_date, run.attempt)
+        _current = run
+        try:
+            yield run
+        except BaseException as err:
+            _current = None
+            try:
+                _write_record(run, S.STATUS_FAILED, _error_text(err))
+            except Exception:  # noqa: BLE001 - the job's own error is the one to raise
+                log.exception("could not record the failure of %s %s attempt %d", job, run_date, run.attempt)
+            raise
+        _current = None
+        status = S.STATUS_FAILED if run.exit_error else S.STATUS_SUCCEEDED
+        try:
+            _write_record(run, status, run.exit_error)
+        except Exception as err:
+            log.exception("%s %s attempt %d ended %s, but its record failed", job, run_date, run.attempt, status)
+            raise RunRecordError(
+                f"{job} {run_date} attempt {run.attempt} ended {status} (its tables are committed: "
+                f"{run.table_versions}) but gold.pipeline_runs could not be written: {err}"
+            ) from err
+        log.info("run of %s for %s attempt %d %s: wrote %s", job, run_date, run.attempt, status, run.rows_written)
+    finally:
+        _current = None
+        run.lock.release()
+

@@ -1,0 +1,216 @@
+"""The run machinery: gold.pipeline_runs rows, attempts, the run lock, and jobs killed at their commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from shoplens import catalog, runs
+from shoplens import schemas as S
+from shoplens.config import load_config
+from shoplens.io import LandingNotFound
+from shoplens.jobs import ingest_landing
+from shoplens.locks import Lock, LockLost, LockTimeout
+
+from .conftest import CONF_DIR, ROOT
+
+DAY1, DAY2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
+# Short leases so that a run after a killed one breaks its locks in seconds, not minutes.
+FAST_RUNS = ["runs.lease_s=2", "runs.heartbeat_s=0.5", "runs.poll_s=0.2", "runs.lock_wait_s=30"]
+INGEST_TABLES = (catalog.BRONZE_EVENTS, catalog.QUARANTINE, catalog.QUALITY_RESULTS)
+
+
+def _overrides(warehouse, landing) -> list[str]:
+    return [
+        f"paths.warehouse={warehouse}", f"paths.landing={landing}",
+        "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2", *FAST_RUNS,
+    ]
+
+
+def _argv(run_date: dt.date, overrides: list[str], *extra: str) -> list[str]:
+    argv = ["--run-date", run_date.isoformat(), "--conf-dir", str(CONF_DIR), *extra]
+    for item in overrides:
+        argv += ["--set", item]
+    return argv
+
+
+def _runs(spark, cfg, run_date: dt.date | None = None):
+    table = spark.read.format("delta").load(catalog.PIPELINE_RUNS.location(cfg))
+    return table if run_date is None else table.where(F.col(S.RUN_DATE) == F.lit(run_date))
+
+
+def test_run_records_a_success_and_a_failure_and_numbers_attempts(spark, fresh_cfg, fixture_landing):
+    overrides = _overrides(fresh_cfg.paths.warehouse, fixture_landing)
+    argv = _argv(DAY1, overrides)
+    assert ingest_landing.main(argv) == 0
+
+    row = _runs(spark, fresh_cfg, DAY1).collect()
+    assert len(row) == 1
+    got = row[0].asDict()
+    assert got[S.STARTED_AT] <= got[S.ENDED_AT]
+    assert got[S.DRIVER] == f"{os.uname().nodename}:{os.getpid()}"
+    n_checks = len(ingest_landing.bronze_expectations(fresh_cfg))
+    quality = spark.read.format("delta").load(catalog.QUALITY_RESULTS.location(fresh_cfg))
+    assert quality.count() == n_checks
+    del got[S.STARTED_AT], got[S.ENDED_AT], got[S.DRIVER]
+    assert got == {
+        S.JOB: "ingest_landing", S.RUN_DATE: DAY1, S.ATTEMPT: 1, S.DATASET: None, S.STATUS: "succeeded",
+        S.ERROR: None, S.APP_ID: spark.sparkContext.applicationId, S.ARGUMENTS: " ".join(argv),
+        S.INPUT_ROWS: 24, S.OUTPUT_ROWS: 24 + n_checks,
+        S.ROWS_WRITTEN: {"ops.quality_results": n_checks, "bronze.events": 24, "silver.quarantine": 0},
+        S.TABLE_VERSIONS: {"ops.quality_results": 0, "bronze.events": 0, "silver.quarantine": 0},
+        S.QUALITY_CHECKS: n_checks, S.QUALITY_FAILED: 0, S.QUALITY_FAILED_GATES: [],
+        S.METRICS: {"lines_accepted": 24.0, "lines_quarantined": 0.0},
+    }
+
+    # A date with nothing landed fails before writing: recorded as failed, with the error's class.
+    # --attempt sets the attempt; without it, the next one is one more than the highest recorded.
+    missing = dt.date(2024, 1, 9)
+    with pytest.raises(LandingNotFound):
+        ingest_landing.main(_argv(missing, overrides, "--attempt", "7"))
+    with pytest.raises(LandingNotFound):
+        ingest_landing.main(_argv(missing, overrides))
+    failed = _runs(spark, fresh_cfg, missing).orderBy(S.ATTEMPT).collect()
+    assert [(r[S.ATTEMPT], r[S.STATUS], r[S.OUTPUT_ROWS]) for r in failed] == [(7, "failed", None), (8, "failed", None)]
+    assert all(r[S.ERROR].startswith("LandingNotFound: no landing files for events on 2024-01-09") for r in failed)
+    # No run left a lock behind.
+    assert not any(Path(fresh_cfg.paths.warehouse, "_locks").rglob("*.lock"))
+
+
+def _lock(spark, path: str, job: str, *, lease_s: float = 60, heartbeat_s: float = 30, wait_s: float = 0) -> Lock:
+    owner = {"purpose": "run", "job": job, "run_date": "2024-01-01", "attempt": 1, "app_id": "app-test"}
+    return Lock(spark, path, owner, lease_s=lease_s, heartbeat_s=heartbeat_s, wait_s=wait_s, poll_s=0.1)
+
+
+def test_a_second_holder_waits_then_fails_naming_the_first(spark, tmp_path):
+    path = str(tmp_path / "_locks" / "run_date=2024-01-01" / "build_sessions.lock")
+    with _lock(spark, path, "build_sessions"):
+        second = _lock(spark, path, "build_sessions_again", wait_s=1.0)
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as err:
+            second.acquire()
+        assert time.monotonic() - started >= 1.0
+        message = str(err.value)
+        assert f"held by job build_sessions run date 2024-01-01 attempt 1 on {os.uname().nodename}:{os.getpid()}" in message
+        assert "(app app-test)" in message and "waited 1 s" in message
+        content = json.loads((tmp_path / "_locks" / "run_date=2024-01-01" / "build_sessions.lock").read_text())
+        assert {"job", "run_date", "attempt", "host", "pid", "app_id", "acquired_at", "lease_expires_at"} <= set(content)
+    # Released: the next one takes it at once.
+    with _lock(spark, path, "build_sessions_again"):
+        pass
+
+
+def test_a_renewed_lease_holds_and_an_expired_one_is_broken(spark, tmp_path, caplog):
+    path = str(tmp_path / "_locks" / "table.lock")
+    renewed = _lock(spark, path, "alive", lease_s=1.0, heartbeat_s=0.2)
+    renewed.acquire()
+    time.sleep(1.5)
+    with pytest.raises(LockTimeout):
+        _lock(spark, path, "other").acquire()
+    renewed.check()
+    renewed.release()
+
+    dead = _lock(spark, path, "killed", lease_s=1.0, heartbeat_s=60)  # never renews: as if killed
+    dead.acquire()
+    time.sleep(1.2)
+    with caplog.at_level(logging.WARNING, logger="shoplens.locks"):
+        breaker = _lock(spark, path, "next")
+        breaker.acquire()
+    assert any("breaking lock" in r.getMessage() and "job killed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(LockLost):
+        dead.check()
+    dead.release()  # not its lock any more: leaves the new holder's file alone
+    assert json.loads((tmp_path / "_locks" / "table.lock").read_text())["job"] == "next"
+    breaker.release()
+    assert not (tmp_path / "_locks" / "table.lock").exists()
+
+
+def test_fault_spec_is_parsed_and_checked():
+    faults = runs.parse_faults("a:before_commit:bronze.events, b:during_commit:silver.events:2")
+    assert faults == (
+        runs.Fault("a", "before_commit", "bronze.events"), runs.Fault("b", "during_commit", "silver.events", 2)
+    )
+    assert faults[1].fires("b", "during_commit", "silver.events", 2)
+    assert not faults[1].fires("b", "during_commit", "silver.events", 1)
+    with pytest.raises(runs.FaultSpecError):
+        runs.parse_faults("a:in_the_middle:bronze.events")
+
+
+@pytest.fixture(scope="module")
+def shared_landing(tmp_path_factory):
+    from shoplens.demo import FIXTURE_LANDING
+
+    target = tmp_path_factory.mktemp("runs") / "landing"
+    shutil.copytree(FIXTURE_LANDING, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def clean_tables(spark, shared_landing, tmp_path_factory):
+    """The ingest tables after one clean run of each of the two fixture dates."""
+    cfg = load_config("local", CONF_DIR, _overrides(tmp_path_factory.mktemp("clean") / "warehouse", shared_landing))
+    for day in (DAY1, DAY2):
+        ingest_landing.run(spark, cfg, day)
+    return {spec.name: spark.read.format("delta").load(spec.location(cfg)).collect() for spec in INGEST_TABLES}
+
+
+def _versions(spark, cfg) -> dict[str, int]:
+    from delta.tables import DeltaTable
+
+    found = {}
+    for spec in INGEST_TABLES:
+        if catalog.table_exists(spark, spec.location(cfg)):
+            found[spec.name] = DeltaTable.forPath(spark, spec.location(cfg)).history(1).first()["version"]
+    return found
+
+
+@pytest.mark.parametrize("point", ["before_commit", "during_commit", "after_commit"])
+def test_a_job_killed_at_a_commit_leaves_readable_tables_and_a_rerun_equals_a_clean_run(
+    spark, tmp_path, shared_landing, clean_tables, point
+):
+    overrides = _overrides(tmp_path / "warehouse", shared_landing)
+    cfg = load_config("local", CONF_DIR, overrides)
+    ingest_landing.run(spark, cfg, DAY1)  # the day before, without a run record (cheaper)
+    before = _versions(spark, cfg)
+    snapshot = {name: spark.read.format("delta").load(catalog.table_spec(name).location(cfg)).collect() for name in before}
+
+    env = {**os.environ, runs.FAULT_ENV_VAR: f"ingest_landing:{point}:bronze.events", "PYTHONPATH": str(ROOT / "lib")}
+    killed = subprocess.run(
+        [sys.executable, "-m", "shoplens.jobs.ingest_landing", *_argv(DAY2, overrides)],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert f"fault hook: {point} of bronze.events: SIGKILL" in killed.stderr
+
+    # Every table reads at its previous version; bronze.events moved only if the kill came after its commit.
+    # Killed during the commit, the day's data files are in the folder but no version references them.
+    day2_files = list((tmp_path / "warehouse" / "bronze" / "events" / f"run_date={DAY2}").glob("part-*.parquet"))
+    assert bool(day2_files) == (point != "before_commit")
+    after = _versions(spark, cfg)
+    moved = {"bronze.events"} if point == "after_commit" else set()
+    assert {n for n in before if after[n] != before[n]} == moved | {"ops.quality_results"}
+    for name, rows in snapshot.items():
+        location = catalog.table_spec(name).location(cfg)
+        assertDataFrameEqual(spark.read.format("delta").option("versionAsOf", before[name]).load(location), rows)
+        spark.read.format("delta").load(location).count()
+    died = _runs(spark, cfg, DAY2).collect()
+    assert [(r[S.ATTEMPT], r[S.STATUS], r[S.ENDED_AT]) for r in died] == [(1, "running", None)]
+
+    # The retry breaks the dead run's expired locks and ends equal to one clean run.
+    assert ingest_landing.main(_argv(DAY2, overrides)) == 0
+    for spec in INGEST_TABLES:
+        assertDataFrameEqual(spark.read.format("delta").load(spec.location(cfg)), clean_tables[spec.name])
+    retried = _runs(spark, cfg, DAY2).orderBy(S.ATTEMPT).collect()
+    assert [(r[S.ATTEMPT], r[S.STATUS]) for r in retried] == [(1, "running"), (2, "succeeded")]
