@@ -24,11 +24,12 @@ export PYSPARK_DRIVER_PYTHON := $(PY)
 export GX_ANALYTICS_ENABLED := false
 export SHOPLENS_CONF_DIR := $(ROOT)/conf
 
-.PHONY: help setup run test lint cluster-up cluster-down package lock clean
+.PHONY: help setup run test e2e lint cluster-up cluster-down package lock clean
 
 help:
 	@echo "make run          set up if needed, run the nightly pipeline locally on the demo shop"
 	@echo "make test         set up if needed, run the test suite (local mode, cluster, Airflow, Horovod)"
+	@echo "make e2e          the whole Airflow DAG on the standalone cluster for two consecutive days"
 	@echo "make setup        create .venv (Spark side), build Horovod, fetch Delta JARs, create .venv-airflow"
 	@echo "make cluster-up   start a Spark standalone master + worker on 127.0.0.1 (make cluster-down stops them)"
 	@echo "make package      build dist/: the project zip, conf and a packed Python environment for spark-submit"
@@ -88,6 +89,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# The whole DAG under `airflow dags test` on the standalone cluster for two consecutive days (make test: one day).
+e2e: setup
+	SHOPLENS_E2E_DAYS=2 $(PY) -m pytest -n 0 tests/test_airflow.py -k consecutive_days $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests airflow_dags setup.py

@@ -19,6 +19,9 @@ import pendulum
 SPEC_ENV = "SHOPLENS_SUBMIT_SPEC"
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "dist" / "submit.json"
 SPARK_CONN_ID = "shoplens_spark"
+# The pool that bounds concurrent training jobs (GPU capacity); create it with
+# `airflow pools set shoplens_training 1 "ShopLens model training"` (docs/AIRFLOW.md).
+TRAINING_POOL = "shoplens_training"
 # Rendered in each task: the shop's business date this run processes (see business_date_macro).
 RUN_DATE = "{{ business_date(data_interval_start | default(None)) }}"
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable
-from shoplens_dag_support import business_date_macro, load_spec, spark_submit_args
+from shoplens_dag_support import TRAINING_POOL, business_date_macro, load_spec, spark_submit_args
 
 # Must equal shop.timezone in conf/base.yaml (tests/test_airflow.py checks it).
 SHOP_TIMEZONE = "UTC"
@@ -73,6 +73,17 @@ with DAG(
         task_id="build_recommendations", **spark_submit_args(spec, "build_recommendations")
     )
 
+    # Next-item model: Horovod processes on the executors (GPUs on a GPU cluster), one slot of the
+    # training pool at a time; it resumes from its checkpoints when retried. Scoring needs its version.
+    train_next_item = SparkSubmitOperator(
+        task_id="train_next_item",
+        pool=TRAINING_POOL,
+        execution_timeout=timedelta(hours=6),
+        **spark_submit_args(spec, "train_next_item"),
+    )
+    score_next_item = SparkSubmitOperator(task_id="score_next_item", **spark_submit_args(spec, "score_next_item"))
+
     ingest_landing >> build_silver_events >> build_sessions >> build_sequences
     build_sessions >> build_user_activity >> build_user_profiles >> [build_churn_scores, build_customer_value]
     [build_sequences, build_user_profiles] >> build_recommendations
+    build_sequences >> train_next_item >> score_next_item
