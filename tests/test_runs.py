@@ -192,7 +192,7 @@ def test_a_job_killed_at_a_commit_leaves_readable_tables_and_a_rerun_equals_a_cl
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert f"fault hook: {point} of bronze.events: SIGKILL" in killed.stderr
+    assert f"fault hook: {point} of bronze.events" in killed.stderr
 
     # Every table reads at its previous version; bronze.events moved only if the kill came after its commit.
     # Killed during the commit, the day's data files are in the folder but no version references them.

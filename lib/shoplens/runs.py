@@ -111,9 +111,10 @@ class _DataFileWatcher:
     FileSystem elsewhere. A write that adds no data file, or commits within one poll of its first
     file, is not caught: the watcher then logs that the fault did not fire, and the job goes on."""
 
-    def __init__(self, spark: SparkSession, location: str) -> None:
+    def __init__(self, spark: SparkSession, table: str, location: str) -> None:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
+        self._table = table
         self._location = location
         path = jvm.org.apache.hadoop.fs.Path(location)
         self._fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
@@ -151,7 +152,7 @@ class _DataFileWatcher:
             if data - self._before:
                 if logs - self._log_before:
                     return  # too late: the log entry is already there
-                _kill_self(f"{DURING_COMMIT} of {self._location}: data files written, log entry not yet")
+                _kill_self(f"{DURING_COMMIT} of {self._table}: data files written, log entry not yet")
 
     def __enter__(self) -> _DataFileWatcher:
         self._thread.start()
@@ -162,7 +163,7 @@ class _DataFileWatcher:
         self._thread.join()
         if exc[0] is None:
             log.warning("fault hook %s on %s did not fire: no data file seen before the log entry",
-                        DURING_COMMIT, self._location)
+                        DURING_COMMIT, self._table)
 
 
 # --- the current run -----------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def _commit(
         spark.conf.set(_USER_METADATA_CONF, tag)
         try:
             if record and run.fault(DURING_COMMIT, spec.name):
-                with _DataFileWatcher(spark, spec.location(cfg)):
+                with _DataFileWatcher(spark, spec.name, spec.location(cfg)):
                     write()
             else:
                 write()
