@@ -34,7 +34,6 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.io import replace_slice
 from shoplens.models import registry
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dataset", dest="datasets", action="append", default=None,
         help="a dataset to score (repeatable; default: every dataset of gold.item_vocab)",
     )
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.score_next_item {args.run_date}")
-    run(spark, cfg, args.run_date, args.datasets)
-    return 0
+
+    def work(spark, cfg, args) -> None:
+        run(spark, cfg, args.run_date, args.datasets)
+
+    return cli.run_job("score_next_item", parser, argv, work, dataset=lambda args: cli.joined(args.datasets))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ from shoplens.config import Config
 from shoplens.metrics import Metric, write_metrics
 from shoplens.models import checkpoints
 from shoplens.models.worker import RunPlan, train_evaluate_export
-from shoplens.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -319,11 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grain", choices=(S.GRAIN_USER, S.GRAIN_SESSION), default=S.GRAIN_USER)
     parser.add_argument("--num-proc", type=int, default=None, help="Horovod processes (default horovod.num_proc)")
     parser.add_argument("--restart", action="store_true", help="drop the run date's checkpoints and train anew")
-    args = cli.parse(parser, argv)
-    cfg = cli.load_job_config(args)
-    spark = build_session(cfg, f"shoplens.train_next_item {args.run_date}")
-    run(spark, cfg, args.run_date, args.datasets, grain=args.grain, num_proc=args.num_proc, restart=args.restart)
-    return 0
+
+    def work(spark, cfg, args) -> None:
+        run(spark, cfg, args.run_date, args.datasets, grain=args.grain, num_proc=args.num_proc, restart=args.restart)
+
+    return cli.run_job("train_next_item", parser, argv, work, dataset=lambda args: cli.joined(args.datasets))
 
 
 if __name__ == "__main__":
