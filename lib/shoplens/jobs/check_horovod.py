@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -149,13 +150,18 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run_job("check_horovod", cli.job_parser(__doc__.splitlines()[0]), argv, _work)
+    reports: list[dict[str, Any]] = []
+    code = cli.run_job("check_horovod", cli.job_parser(__doc__.splitlines()[0]), argv, partial(_work, reports))
+    # The job's output contract: the report as the last line of stdout, printed once the run record
+    # is written and the run lock released (whatever they log comes before it).
+    if reports:
+        print(json.dumps(reports[-1], sort_keys=True), flush=True)
+    return code
 
 
-def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> int:
+def _work(reports: list[dict[str, Any]], spark: SparkSession, cfg: Config, args: argparse.Namespace) -> int:
     report = run(spark, cfg, args.run_date)
-    # The job's output contract: the report as the last line of stdout.
-    print(json.dumps(report, sort_keys=True), flush=True)
+    reports.append(report)
     return 1 if report["problems"] else 0
 
 
