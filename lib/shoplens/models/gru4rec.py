@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from shoplens import schemas as S
+from shoplens.models.base import NextItemModel
 
 
 class ItemScores(tf.keras.layers.Layer):
@@ -47,7 +48,7 @@ class ItemScores(tf.keras.layers.Layer):
         return tf.matmul(hidden, self.item_vectors, transpose_b=True) + self.bias
 
 
-class GRU4Rec(tf.keras.Model):
+class GRU4Rec(NextItemModel):
     """Calling the model on item indices (batch, max_len) returns scores (batch, vocab_size)."""
 
     def __init__(
@@ -84,7 +85,6 @@ class GRU4Rec(tf.keras.Model):
         ]
         self.output_dropout = tf.keras.layers.Dropout(dropout, seed=seed)
         self.scores = ItemScores(vocab_size, seed=seed, name="item_scores")
-        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
     def encode(self, items, training=False):
         """Returns the last GRU state over the non-padding items: (batch, hidden_units[-1])."""
@@ -116,24 +116,6 @@ class GRU4Rec(tf.keras.Model):
                 labels=tf.cast(targets, tf.int32), logits=self.scores(hidden)
             )
         return tf.reduce_mean(losses)
-
-    def train_step(self, data):
-        items, targets = data
-        with tf.GradientTape() as tape:
-            loss = self.next_item_loss(items, targets, training=True)
-        # minimize() = compute_gradients + apply_gradients, the two a DistributedOptimizer wraps.
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
-        items, targets = data[0], data[1]
-        self.loss_tracker.update_state(self.next_item_loss(items, targets))
-        return {"loss": self.loss_tracker.result()}
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
 
 def build_gru4rec(

@@ -47,6 +47,7 @@ import math
 import tensorflow as tf
 
 from shoplens import schemas as S
+from shoplens.models.base import NextItemModel
 from shoplens.models.metrics import FIRST_ITEM
 
 
@@ -82,7 +83,7 @@ class SASRecBlock(tf.keras.layers.Layer):
         return (x + self.ffn_dropout(hidden, training=training)) * is_item
 
 
-class SASRec(tf.keras.Model):
+class SASRec(NextItemModel):
     """Calling the model on item indices (batch, width ≤ max_len) returns the last position's scores
     (batch, vocab_size)."""
 
@@ -128,7 +129,6 @@ class SASRec(tf.keras.Model):
             for i in range(num_blocks)
         ]
         self.output_norm = tf.keras.layers.LayerNormalization(epsilon=1e-8, name="output_norm")
-        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
     @property
     def item_vectors(self):
@@ -190,24 +190,6 @@ class SASRec(tf.keras.Model):
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=self.item_scores(hidden))
         # A batch without any target (possible with sequence targets) adds 0, not NaN.
         return tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), losses.dtype))
-
-    def train_step(self, data):
-        items, targets = data
-        with tf.GradientTape() as tape:
-            loss = self.next_item_loss(items, targets, training=True)
-        # minimize() = compute_gradients + apply_gradients, the two a DistributedOptimizer wraps.
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
-        items, targets = data[0], data[1]
-        self.loss_tracker.update_state(self.next_item_loss(items, targets))
-        return {"loss": self.loss_tracker.result()}
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
 
 def build_sasrec(
