@@ -8,6 +8,7 @@ so Airflow submits exactly the command ``shoplens.submit.command`` builds by han
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Callable
@@ -24,6 +25,10 @@ SPARK_CONN_ID = "shoplens_spark"
 TRAINING_POOL = "shoplens_training"
 # Rendered in each task: the shop's business date this run processes (see business_date_macro).
 RUN_DATE = "{{ business_date(data_interval_start | default(None)) }}"
+# Rendered in each task: Airflow's try number is the job's attempt in gold.pipeline_runs.
+ATTEMPT = "{{ ti.try_number }}"
+# Where record_failure appends its JSON lines (default: $AIRFLOW_HOME/logs/shoplens_failures.jsonl).
+FAILURE_LOG_ENV = "SHOPLENS_FAILURE_LOG"
 
 _SPEC_KEYS = ("master", "env", "conf_dir", "jobs_dir", "conf", "py_files", "archives", "driver_python", "overrides")
 
@@ -54,7 +59,9 @@ def spark_submit_args(spec: dict[str, Any], job: str) -> dict[str, Any]:
     # spark-submit takes these two as their own flags (as shoplens.submit does).
     jars = conf.pop("spark.jars", None)
     driver_memory = conf.pop("spark.driver.memory", None)
-    application_args = ["--run-date", RUN_DATE, "--env", spec["env"], "--conf-dir", spec["conf_dir"]]
+    application_args = [
+        "--run-date", RUN_DATE, "--attempt", ATTEMPT, "--env", spec["env"], "--conf-dir", spec["conf_dir"]
+    ]
     for item in spec["overrides"]:
         application_args += ["--set", item]
     env_vars = {}
@@ -92,3 +99,51 @@ def business_date_macro(timezone: str) -> Callable[..., str]:
         return pendulum.instance(data_interval_start).in_timezone(timezone).strftime("%Y-%m-%d")
 
     return business_date
+
+
+def failure_log_path() -> Path:
+    """Returns the JSON-lines file record_failure appends to: $SHOPLENS_FAILURE_LOG, else
+    $AIRFLOW_HOME/logs/shoplens_failures.jsonl."""
+    configured = os.environ.get(FAILURE_LOG_ENV)
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "logs" / "shoplens_failures.jsonl"
+
+
+def record_failure(context: dict[str, Any]) -> None:
+    """The tasks' on-failure and on-retry callback: appends one JSON line per failed try (task, run
+    date, try number, whether Airflow will retry it, the error, the log URL) to
+    :func:`failure_log_path`, and logs it.
+
+    It runs in Airflow's environment, which cannot write Delta tables: the job itself records its
+    own failure in gold.pipeline_runs when it can, and a try that died without recording it (killed,
+    timed out, driver lost) is marked ``abandoned`` there by the next try (docs/RUNS.md).
+    """
+    ti = context.get("ti") or context.get("task_instance")
+    error = context.get("exception")
+    task = getattr(ti, "task", None)
+    retries = getattr(task, "retries", 0) or 0
+    try_number = getattr(ti, "try_number", None)
+    record = {
+        "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(ti, "run_id", None),
+        "run_date": _rendered_run_date(task),
+        "try_number": try_number,
+        "will_retry": try_number is not None and try_number <= retries,
+        "error": f"{type(error).__name__}: {error}"[:2000] if error is not None else None,
+        "log_url": getattr(ti, "log_url", None),
+    }
+    path = failure_log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+    import logging
+
+    logging.getLogger(__name__).error("ShopLens task failure recorded in %s: %s", path, record)
+
+
+def _rendered_run_date(task: Any) -> str | None:
+    args = list(getattr(task, "application_args", None) or [])
+    return args[args.index("--run-date") + 1] if "--run-date" in args[:-1] else None

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable
-from shoplens_dag_support import TRAINING_POOL, business_date_macro, load_spec, spark_submit_args
+from shoplens_dag_support import TRAINING_POOL, business_date_macro, load_spec, record_failure, spark_submit_args
 
 # Must equal shop.timezone in conf/base.yaml (tests/test_airflow.py checks it).
 SHOP_TIMEZONE = "UTC"
@@ -28,10 +28,16 @@ with DAG(
     catchup=False,
     max_active_runs=1,  # two runs must not write the same tables at once
     default_args={
-        # A retry re-submits the job; every job replaces its run date's slice, so that is safe.
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
+        # A retry re-submits the job as the next attempt (--attempt is the try number); every job
+        # replaces its run date's slice, so that is safe. Waits 2, 4, 8 min: a lost executor or a
+        # busy cluster gets time to recover, and a real bug still fails within the night.
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=2),
+        "on_retry_callback": record_failure,
+        "on_failure_callback": record_failure,
     },
     user_defined_macros={"business_date": business_date_macro(SHOP_TIMEZONE)},
     doc_md=__doc__,

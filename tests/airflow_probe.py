@@ -4,10 +4,12 @@ Airflow's DAG processor does and prints what tests/test_airflow.py checks, as on
 
     python tests/airflow_probe.py integrity <dag_folder>
     python tests/airflow_probe.py render <dag_folder> <dag_id> <task_id> <fires_at ISO>
+    python tests/airflow_probe.py fail <dag_folder> <dag_id> <task_id> <fires_at ISO> <try_number>
 
 ``render`` renders the task's templated arguments, with the context Airflow's task runner builds,
 for the scheduled run that fires at ``fires_at``, for a manual run (and ``airflow dags test``) with
-that logical date, and for a manual run without a logical date.
+that logical date, and for a manual run without a logical date. ``fail`` calls the task's failure
+callbacks as the task runner does for a try that raised, with that try number.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ def integrity(folder: str) -> dict:
                 task.task_id: {
                     "operator": type(task).__name__,
                     "retries": task.retries,
+                    "retry_delay_s": task.retry_delay.total_seconds(),
+                    "retry_exponential_backoff": task.retry_exponential_backoff,
+                    "max_retry_delay_s": task.max_retry_delay.total_seconds() if task.max_retry_delay else None,
+                    "execution_timeout_s": task.execution_timeout.total_seconds() if task.execution_timeout else None,
+                    "pool": task.pool,
+                    "on_failure_callback": [f.__name__ for f in task.on_failure_callback],
+                    "on_retry_callback": [f.__name__ for f in task.on_retry_callback],
                     "application": getattr(task, "application", None),
                     "conn_id": getattr(task, "_conn_id", None),
                     "deploy_mode": getattr(task, "_deploy_mode", None),
@@ -61,7 +70,8 @@ def integrity(folder: str) -> dict:
     }
 
 
-def _render(folder: str, dag_id: str, task_id: str, logical_date, interval: DataInterval | None, run_after) -> dict:
+def _context(folder: str, dag_id: str, task_id: str, logical_date, interval: DataInterval | None, run_after,
+             try_number: int = 1):
     # Rendering changes the task in place: every run renders a freshly parsed one, as a worker does.
     dag = _bag(folder).dags[dag_id]
     task = dag.get_task(task_id)
@@ -84,16 +94,21 @@ def _render(folder: str, dag_id: str, task_id: str, logical_date, interval: Data
         task_id=task_id,
         dag_id=dag.dag_id,
         run_id="probe",
-        try_number=1,
+        try_number=try_number,
         map_index=-1,
         dag_version_id=uuid.uuid4(),
         task=task,
         start_date=run_after,
         _ti_context_from_server=TIRunContext(dag_run=dag_run, max_tries=task.retries),
     )
-    context = ti.get_template_context()
+    return ti.get_template_context()
+
+
+def _render(folder: str, dag_id: str, task_id: str, logical_date, interval: DataInterval | None, run_after,
+            try_number: int = 1) -> dict:
+    context = _context(folder, dag_id, task_id, logical_date, interval, run_after, try_number)
     try:
-        task.render_template_fields(context)
+        context["task"].render_template_fields(context)
     except Exception as err:  # reported, and checked by the test
         return {"error": f"{type(err).__name__}: {err}"}
     args = context["task"].application_args
@@ -102,6 +117,7 @@ def _render(folder: str, dag_id: str, task_id: str, logical_date, interval: Data
         "data_interval": [interval.start.isoformat(), interval.end.isoformat()] if interval else None,
         "run_after": run_after.isoformat(),
         "run_date": args[args.index("--run-date") + 1],
+        "attempt": args[args.index("--attempt") + 1],
         "name": context["task"].name,
     }
 
@@ -127,10 +143,28 @@ def render(folder: str, dag_id: str, task_id: str, fires_at: str) -> dict:
     manual_interval = timetable.infer_manual_data_interval(run_after=fires)
     manual = _render(folder, dag_id, task_id, fires, manual_interval, fires)
     no_logical_date = _render(folder, dag_id, task_id, None, None, fires)
-    return {"scheduled": scheduled, "manual": manual, "no_logical_date": no_logical_date}
+    third_try = _render(folder, dag_id, task_id, info.logical_date, info.data_interval, info.run_after, try_number=3)
+    return {"scheduled": scheduled, "manual": manual, "no_logical_date": no_logical_date, "third_try": third_try}
+
+
+def fail(folder: str, dag_id: str, task_id: str, fires_at: str, try_number: str) -> dict:
+    """Calls the task's on-retry or on-failure callbacks (as the task runner picks them for this try)
+    for a try that raised, after rendering its fields as the runner does."""
+    fires = pendulum.parse(fires_at)
+    timetable = coerce_to_core_timetable(_bag(folder).dags[dag_id].timetable)
+    interval = timetable.infer_manual_data_interval(run_after=fires)
+    context = _context(folder, dag_id, task_id, fires, interval, fires, int(try_number))
+    task = context["task"]
+    task.render_template_fields(context)
+    context["exception"] = RuntimeError("spark-submit exited with code 1 (probe)")
+    final = int(try_number) > task.retries
+    callbacks = task.on_failure_callback if final else task.on_retry_callback
+    for callback in callbacks:
+        callback(context)
+    return {"final": final, "called": [f.__name__ for f in callbacks]}
 
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    result = {"integrity": integrity, "render": render}[command](*args)
+    result = {"integrity": integrity, "render": render, "fail": fail}[command](*args)
     print("PROBE-RESULT " + json.dumps(result, default=str))

@@ -130,7 +130,10 @@ def test_dag_imports_in_airflow_env_and_is_configured(airflow_env: dict[str, str
     assert set(tasks) <= _job_names()
     for task_id, task in tasks.items():
         assert task["operator"] == "SparkSubmitOperator"
-        assert task["retries"] >= 1
+        # Retried with growing waits; every failed try is recorded by the callback.
+        assert task["retries"] >= 2 and task["retry_exponential_backoff"] >= 2 and task["retry_delay_s"] > 0
+        assert task["max_retry_delay_s"] >= task["retry_delay_s"] and task["execution_timeout_s"] > 0
+        assert task["on_failure_callback"] == task["on_retry_callback"] == ["record_failure"]
         assert task["application"] == str(ROOT / "jobs" / f"{task_id}.py")
         assert task["conn_id"] == "shoplens_spark"
         assert task["deploy_mode"] == "client"
@@ -180,6 +183,8 @@ def test_run_processes_the_shop_day_that_just_ended(airflow_env, tmp_path: Path,
     assert dt.datetime.fromisoformat(scheduled["run_after"]) == dt.datetime.fromisoformat(fires_at), scheduled
     assert scheduled["run_date"] == expected, scheduled
     assert scheduled["name"] == f"shoplens.ingest_landing {expected}"
+    # Airflow's try number is the job's attempt in gold.pipeline_runs.
+    assert (scheduled["attempt"], result["third_try"]["attempt"]) == ("1", "3")
     # A manual run (and `airflow dags test`) with that logical date processes the same day.
     assert manual["run_date"] == expected, manual
     if variant is None:
@@ -187,6 +192,22 @@ def test_run_processes_the_shop_day_that_just_ended(airflow_env, tmp_path: Path,
         assert manual["logical_date"].startswith("2024-01-03")
         # A run triggered without a logical date has no data interval: it fails, saying why.
         assert "trigger it with a logical date" in result["no_logical_date"].get("error", ""), result
+
+
+def test_a_failed_try_is_recorded_by_the_callback_with_its_run_date_and_whether_it_retries(airflow_env, tmp_path):
+    log = tmp_path / "failures.jsonl"
+    env = {**airflow_env, "SHOPLENS_FAILURE_LOG": str(log)}
+
+    retried = _probe(env, "fail", str(DAGS_FOLDER), DAG_ID, "build_sessions", "2024-01-03T00:00:00+00:00", "1")
+    final = _probe(env, "fail", str(DAGS_FOLDER), DAG_ID, "build_sessions", "2024-01-03T00:00:00+00:00", "4")
+
+    assert retried == {"final": False, "called": ["record_failure"]}
+    assert final == {"final": True, "called": ["record_failure"]}
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["task_id"], r["run_date"], r["try_number"], r["will_retry"]) for r in records] == [
+        ("build_sessions", "2024-01-02", 1, True), ("build_sessions", "2024-01-02", 4, False)
+    ]
+    assert all(r["dag_id"] == DAG_ID and "spark-submit exited with code 1" in r["error"] for r in records)
 
 
 def _run_watched(argv: list[str], env: dict[str, str], timeout_s: float, abort_on: str) -> tuple[int, str, str]:
