@@ -45,8 +45,14 @@ def test_seqrec_configuration_is_validated(root):
     cfg = load_config("local", conf, ["seqrec.num_sampled=50", "seqrec.gru4rec.hidden_units=[32, 16]"])
 
     assert cfg.seqrec.num_sampled == 50 and cfg.seqrec.gru4rec.hidden_units == (32, 16)
-    with pytest.raises(ConfigError, match="seqrec.model must be one of gru4rec, sasrec, got 'bert4rec'"):
+    with pytest.raises(ConfigError, match="seqrec.model must be one of gru4rec, sasrec or best, got 'bert4rec'"):
         load_config("local", conf, ["seqrec.model=bert4rec"])
+    with pytest.raises(ConfigError, match=r"seqrec.candidates must list distinct models of gru4rec, sasrec, got \['sasrec', 'sasrec'\]"):
+        load_config("local", conf, ["seqrec.candidates=[sasrec, sasrec]"])
+    with pytest.raises(ConfigError, match="seqrec.select_metric must be one of"):
+        load_config("local", conf, ["seqrec.select_metric=loss"])
+    assert load_config("local", conf, ["seqrec.model=best"]).seqrec.models_to_train == ("sasrec", "gru4rec")
+    assert load_config("local", conf, ["seqrec.model=gru4rec"]).seqrec.models_to_train == ("gru4rec",)
     with pytest.raises(ConfigError, match=r"seqrec.gru4rec.dropout must be in \[0, 1\)"):
         load_config("local", conf, ["seqrec.gru4rec.dropout=1"])
     with pytest.raises(ConfigError, match="seqrec.batch_size must be at least 1"):
@@ -190,7 +196,7 @@ def _synthetic_shard(tmp_path, n_actors: int, seed: int) -> tuple[list[str], lis
 
 def _seqrec_cfg(cfg, **seqrec):
     settings = dict(
-        batch_size=64, eval_batch_size=256, epochs=6, learning_rate=0.01, warmup_epochs=0, patience=2,
+        model="gru4rec", batch_size=64, eval_batch_size=256, epochs=6, learning_rate=0.01, warmup_epochs=0, patience=2,
         min_delta=0.0, num_sampled=0, train_all_prefixes=True, seed=7,
         gru4rec=Gru4RecConfig(embedding_dim=32, hidden_units=(64,), dropout=0.1),
     )

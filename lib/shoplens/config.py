@@ -336,6 +336,12 @@ class AlsConfig:
 
 
 SEQREC_MODELS = ("gru4rec", "sasrec")
+# seqrec.model: train every seqrec.candidates model and publish the best on validation.
+SEQREC_BEST = "best"
+# seqrec.select_metric: a validation figure of evaluate() (higher is better).
+SEQREC_SELECT_METRICS = tuple(
+    f"{name}@{k}_{protocol}" for name in ("hr", "ndcg") for k in (10, 20) for protocol in ("sampled", "full")
+) + ("mrr@20_sampled", "mrr@20_full")
 
 
 @dataclass(frozen=True)
@@ -385,7 +391,11 @@ class SasrecConfig:
 class SeqrecConfig:
     """Next-item sequence models trained on gold.sequence_examples (docs/SEQREC.md)."""
 
+    # A model of SEQREC_MODELS, or "best": train each of ``candidates`` and publish the one with the
+    # highest validation ``select_metric`` as the model version (docs/SEQREC.md, "Model selection").
     model: str
+    candidates: tuple[str, ...]
+    select_metric: str
     # 0: full softmax cross-entropy over the whole vocabulary; N > 0: sampled softmax with N sampled
     # items per batch in training (scoring and evaluation always use the full vocabulary).
     num_sampled: int
@@ -406,8 +416,20 @@ class SeqrecConfig:
     sasrec: SasrecConfig
 
     def __post_init__(self) -> None:
-        if self.model not in SEQREC_MODELS:
-            raise ConfigError(f"seqrec.model must be one of {', '.join(SEQREC_MODELS)}, got {self.model!r}")
+        if self.model not in (*SEQREC_MODELS, SEQREC_BEST):
+            raise ConfigError(
+                f"seqrec.model must be one of {', '.join(SEQREC_MODELS)} or {SEQREC_BEST}, got {self.model!r}"
+            )
+        unknown = [m for m in self.candidates if m not in SEQREC_MODELS]
+        if unknown or not self.candidates or len(set(self.candidates)) != len(self.candidates):
+            raise ConfigError(
+                f"seqrec.candidates must list distinct models of {', '.join(SEQREC_MODELS)}, "
+                f"got {list(self.candidates)}"
+            )
+        if self.select_metric not in SEQREC_SELECT_METRICS:
+            raise ConfigError(
+                f"seqrec.select_metric must be one of {', '.join(SEQREC_SELECT_METRICS)}, got {self.select_metric!r}"
+            )
         for name in ("batch_size", "eval_batch_size", "epochs", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"seqrec.{name} must be at least 1, got {getattr(self, name)}")
@@ -415,6 +437,11 @@ class SeqrecConfig:
             raise ConfigError(
                 "seqrec: num_sampled, warmup_epochs and min_delta must be non-negative, learning_rate positive"
             )
+
+    @property
+    def models_to_train(self) -> tuple[str, ...]:
+        """The models a training run trains: the candidates for "best", else the one model."""
+        return self.candidates if self.model == SEQREC_BEST else (self.model,)
 
 
 @dataclass(frozen=True)
@@ -459,6 +486,8 @@ class RunsConfig:
     # Serialise commits to one table across drivers: needed where the file system has no atomic
     # put-if-absent for Delta's log (local file systems, S3 without a LogStore); see docs/RUNS.md.
     table_locks: bool
+    # The publish job refuses a run date unless each of these tables holds rows for it (docs/RUNS.md).
+    publish_required_tables: tuple[str, ...]
 
     def __post_init__(self) -> None:
         if min(self.lock_wait_s, self.table_lock_wait_s) < 0 or min(self.lease_s, self.heartbeat_s, self.poll_s) <= 0:

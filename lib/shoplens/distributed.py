@@ -30,10 +30,15 @@ from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from shoplens.config import Config
+from shoplens.faults import FAULT_ENV_VAR
 
 log = logging.getLogger(__name__)
 
 _LOCAL_MASTER = re.compile(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?")
+
+
+class TrainingProcessError(RuntimeError):
+    """A Horovod process failed or died after the start: the run is stopped, its checkpoints kept."""
 
 
 class StartTimeout(RuntimeError):
@@ -120,6 +125,20 @@ def run_distributed(
             f"{hcfg.start_timeout_s}s; each needs its own Spark task slot and the application has "
             f"{spark_cores(sc)} core(s). Horovod said: {err.message}"
         ) from err
+    except Exception as err:
+        # A process that raised, or died (killed, out of memory): the others fail in their next
+        # collective operation (Gloo sees the closed connection), so the whole run stops.
+        raise TrainingProcessError(
+            f"a Horovod training process failed or died ({type(err).__name__}: {_first_line(err)}); the "
+            "others stopped with it. Their output is above in the driver's stderr; checkpoints written "
+            "so far are kept, so running the job again for the same date resumes after the last "
+            "completed epoch"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:500] if text else "no message"
 
 
 def threads_per_proc(configured: int, cores: int, num_proc: int) -> int:
@@ -178,6 +197,9 @@ def worker_env(settings: WorkerSettings, start_timeout_s: int) -> dict[str, str]
     if not settings.use_gpu:
         # Hide GPUs before CUDA initialises, not only from TensorFlow's device list.
         env["CUDA_VISIBLE_DEVICES"] = ""
+    if os.environ.get(FAULT_ENV_VAR):
+        # The driver's fault hook reaches the training processes (their after_epoch faults).
+        env[FAULT_ENV_VAR] = os.environ[FAULT_ENV_VAR]
     return env
 
 
@@ -325,3 +347,47 @@ def weighted_mean(figures: Mapping[str, float], count: int, name: str) -> tuple[
     total = allreduce_sum(local, name)
     n = int(round(total[0]))
     return {k: (float(v) / n if n else float("nan")) for k, v in zip(names, total[1:], strict=True)}, n
+
+
+# process_ancestry cuts arguments longer than this (Horovod's base64 settings, classpaths).
+MAX_ARG_CHARS = 200
+
+
+def process_ancestry(pid: int | None = None) -> list[dict[str, Any]]:
+    """Returns the process ``pid`` (default: this one) and its parents up to the first JVM: the
+    Spark executor (or, in local mode, the driver's JVM) that the Python processes descend from.
+
+    Arguments longer than ``MAX_ARG_CHARS`` (Horovod's base64 settings, classpaths) are cut short.
+
+    Returns: one dict per process, nearest first: ``{"pid", "ppid", "name", "cmdline"}``.
+    """
+    import psutil
+
+    chain: list[dict[str, Any]] = []
+    proc: psutil.Process | None = psutil.Process(pid)
+    while proc is not None:
+        try:
+            args = [a if len(a) <= MAX_ARG_CHARS else a[:MAX_ARG_CHARS] + "..." for a in proc.cmdline()]
+            chain.append({"pid": proc.pid, "ppid": proc.ppid(), "name": proc.name(), "cmdline": " ".join(args)})
+            if proc.name() == "java":
+                break
+            proc = proc.parent()
+        except psutil.Error:  # the parent exited or is not ours to read
+            break
+    return chain
+
+
+def process_report() -> dict[str, Any]:
+    """Where this training process runs: host, pid, and the JVM it descends from (on a cluster, the
+    executor; in local mode, the driver's JVM), for the run's meta.json."""
+    import socket
+
+    chain = process_ancestry()
+    jvm = chain[-1] if chain and chain[-1]["name"] == "java" else None
+    return {
+        "rank": rank(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "jvm_pid": jvm["pid"] if jvm else None,
+        "jvm_command": jvm["cmdline"] if jvm else None,
+    }

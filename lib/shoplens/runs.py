@@ -4,8 +4,9 @@ Every job's ``main`` runs its work inside :func:`job_run` (through ``cli.run_job
 
 1. takes the run lock of (run date, job) under ``{warehouse}/_locks/`` (``shoplens.locks``), so two
    runs of one job and date never write at once;
-2. numbers the attempt (``--attempt N``, else one more than ``gold.pipeline_runs`` holds) and MERGEs
-   a ``running`` row into ``gold.pipeline_runs``;
+2. numbers the attempt (``--attempt N``, else one more than ``gold.pipeline_runs`` holds), MERGEs
+   a ``running`` row into ``gold.pipeline_runs`` and marks every earlier attempt of the same (job,
+   run date) still ``running`` as ``abandoned``: holding the run lock, it knows they are dead;
 3. makes itself the *current run*, which every table write reports to: each write goes through
    :func:`commit`, which holds the table's commit lock around the Delta commit, fires the fault hook
    and records the table's new version and the rows the commit wrote (from the Delta log);
@@ -25,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import signal
 import socket
 import threading
 import uuid
@@ -40,15 +40,20 @@ from shoplens import catalog, quality
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
+from shoplens.faults import (  # noqa: F401 - FaultSpecError, Fault and parse_faults are part of this API
+    AFTER_COMMIT,
+    BEFORE_COMMIT,
+    DURING_COMMIT,
+    FAULT_ENV_VAR,
+    Fault,
+    FaultSpecError,
+    kill_self,
+    parse_faults,
+)
 from shoplens.locks import Lock
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV_VAR = "SHOPLENS_FAULT"
-BEFORE_COMMIT = "before_commit"
-DURING_COMMIT = "during_commit"
-AFTER_COMMIT = "after_commit"
-FAULT_POINTS = (BEFORE_COMMIT, DURING_COMMIT, AFTER_COMMIT)
 ERROR_MAX_CHARS = 2000
 LOCKS_DIR = "_locks"
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
@@ -57,49 +62,6 @@ _DURING_COMMIT_POLL_S = 0.02
 
 class RunRecordError(RuntimeError):
     """gold.pipeline_runs could not be written: the job's outcome is not recorded, so it fails."""
-
-
-class FaultSpecError(ValueError):
-    """``SHOPLENS_FAULT`` is malformed."""
-
-
-# --- the fault hook ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Fault:
-    """Kill job ``job`` at ``point`` of its commit to ``table`` (on ``attempt`` only, if given)."""
-
-    job: str
-    point: str
-    table: str
-    attempt: int | None = None
-
-    def fires(self, job: str, point: str, table: str, attempt: int) -> bool:
-        return (self.job, self.point, self.table) == (job, point, table) and self.attempt in (None, attempt)
-
-
-def parse_faults(value: str | None) -> tuple[Fault, ...]:
-    """Parses ``SHOPLENS_FAULT``: comma-separated ``job:point:table[:attempt]``."""
-    faults = []
-    for item in (value or "").split(","):
-        if not item.strip():
-            continue
-        parts = item.strip().split(":")
-        if len(parts) not in (3, 4) or parts[1] not in FAULT_POINTS or not parts[0] or not parts[2]:
-            raise FaultSpecError(
-                f"{FAULT_ENV_VAR} item {item!r} is not <job>:<point>:<table>[:<attempt>] with point one of "
-                f"{', '.join(FAULT_POINTS)}"
-            )
-        if len(parts) == 4 and not parts[3].isdigit():
-            raise FaultSpecError(f"{FAULT_ENV_VAR} item {item!r}: the attempt must be a number")
-        faults.append(Fault(parts[0], parts[1], parts[2], int(parts[3]) if len(parts) == 4 else None))
-    return tuple(faults)
-
-
-def _kill_self(reason: str) -> None:
-    log.warning("fault hook: %s: SIGKILL to pid %d", reason, os.getpid())
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _DataFileWatcher:
@@ -152,7 +114,7 @@ class _DataFileWatcher:
             if data - self._before:
                 if logs - self._log_before:
                     return  # too late: the log entry is already there
-                _kill_self(f"{DURING_COMMIT} of {self._table}: data files written, log entry not yet")
+                kill_self(f"{DURING_COMMIT} of {self._table}: data files written, log entry not yet")
 
     def __enter__(self) -> _DataFileWatcher:
         self._thread.start()
@@ -296,7 +258,7 @@ def _commit(
         table_lock.acquire()
     try:
         if record and run.fault(BEFORE_COMMIT, spec.name):
-            _kill_self(f"{BEFORE_COMMIT} of {spec.name}")
+            kill_self(f"{BEFORE_COMMIT} of {spec.name}")
         tag = run.next_commit_tag()
         spark.conf.set(_USER_METADATA_CONF, tag)
         try:
@@ -313,7 +275,7 @@ def _commit(
             if spec is catalog.QUALITY_RESULTS and version is not None:
                 _record_quality(run, spec.location(cfg), version, condition)
             if run.fault(AFTER_COMMIT, spec.name):
-                _kill_self(f"{AFTER_COMMIT} of {spec.name}")
+                kill_self(f"{AFTER_COMMIT} of {spec.name}")
     finally:
         if table_lock is not None:
             table_lock.release()
@@ -396,6 +358,35 @@ def _write_record(run: RunContext, status: str, error: str | None = None) -> Non
     register_table(spark, spec, cfg)
 
 
+def _abandon_earlier(run: RunContext) -> None:
+    """Marks the (job, run date)'s other attempts still ``running`` as ``abandoned`` (the caller holds
+    the run lock, so none of them is alive: each died without recording its end). Their ``ended_at``
+    stays null: when they died is not known."""
+    from delta.tables import DeltaTable
+
+    spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
+    location = spec.location(cfg)
+    stale = (
+        (F.col(S.JOB) == run.job) & (F.col(S.RUN_DATE) == F.lit(run.run_date))
+        & (F.col(S.STATUS) == S.STATUS_RUNNING) & (F.col(S.ATTEMPT) != run.attempt)
+    )
+    attempts = sorted(r[0] for r in spark.read.format("delta").load(location).where(stale).select(S.ATTEMPT).collect())
+    if not attempts:
+        return
+    note = (
+        f"ended without recording its end (killed, timed out or its driver lost); found still running by "
+        f"attempt {run.attempt} at {_utc_now().isoformat(timespec='seconds')}"
+    )
+    log.warning("%s %s: attempts %s %s", run.job, run.run_date, attempts, note)
+
+    def update() -> None:
+        DeltaTable.forPath(spark, location).update(
+            stale, {S.STATUS: F.lit(S.STATUS_ABANDONED), S.ERROR: F.lit(note)}
+        )
+
+    _commit(run, spec, cfg, update, None, record=False)
+
+
 def _utc_now() -> dt.datetime:
     # Time-zone aware: PySpark would read a naive datetime in the machine's local time zone.
     return dt.datetime.now(dt.UTC)
@@ -443,6 +434,7 @@ def job_run(
             log.warning("fault hook armed: %s", ", ".join(f"{f.job}:{f.point}:{f.table}" for f in faults))
         try:
             _write_record(run, S.STATUS_RUNNING)
+            _abandon_earlier(run)
         except Exception as err:
             raise RunRecordError(
                 f"could not record the start of {job} {run_date} attempt {run.attempt} in gold.pipeline_runs: {err}"

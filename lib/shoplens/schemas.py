@@ -664,6 +664,9 @@ METRICS = "metrics"
 STATUS_RUNNING = "running"
 STATUS_SUCCEEDED = "succeeded"
 STATUS_FAILED = "failed"
+# An earlier attempt still "running" when a later one of the same (job, run date) takes the run lock:
+# it died without recording its end (killed, timed out, driver lost).
+STATUS_ABANDONED = "abandoned"
 
 PIPELINE_RUNS = T.StructType(
     [
@@ -673,7 +676,7 @@ PIPELINE_RUNS = T.StructType(
         T.StructField(ATTEMPT, T.IntegerType(), False),
         # The job's dataset argument(s), comma-separated; null for jobs over every dataset.
         T.StructField(DATASET, T.StringType(), True),
-        # running / succeeded / failed. "running" after its app is gone, or under a later attempt: died.
+        # running / succeeded / failed / abandoned (died without recording its end; set by the next attempt).
         T.StructField(STATUS, T.StringType(), False),
         T.StructField(STARTED_AT, T.TimestampType(), False),
         T.StructField(ENDED_AT, T.TimestampType(), True),
@@ -700,5 +703,25 @@ PIPELINE_RUNS = T.StructType(
         T.StructField(QUALITY_FAILED_GATES, T.ArrayType(T.StringType()), True),
         # Key figures the job chose to record (e.g. lines_quarantined).
         T.StructField(METRICS, T.MapType(T.StringType(), T.DoubleType()), True),
+    ]
+)
+
+
+# --- gold: published runs (docs/RUNS.md, "Publishing a night") ---------------------------------------------
+PUBLISHED_AT = "published_at"
+RUN_DATE_ROWS = "run_date_rows"
+JOB_ATTEMPTS = "job_attempts"
+
+PUBLISHED_RUNS = T.StructType(
+    [
+        T.StructField(RUN_DATE, T.DateType(), False),
+        T.StructField(PUBLISHED_AT, T.TimestampType(), False),
+        # Every table's Delta version when the night was published: read a consistent night with
+        # VERSION AS OF table_versions['gold.recommendations'].
+        T.StructField(TABLE_VERSIONS, T.MapType(T.StringType(), T.LongType()), False),
+        # Rows for the run date at those versions, for the tables with a date partition column.
+        T.StructField(RUN_DATE_ROWS, T.MapType(T.StringType(), T.LongType()), False),
+        # The succeeded attempt of each job recorded for the run date in gold.pipeline_runs.
+        T.StructField(JOB_ATTEMPTS, T.MapType(T.StringType(), T.IntegerType()), False),
     ]
 )

@@ -36,7 +36,6 @@ ROWS_PER_RANK = 64
 BATCH_SIZE = 16
 LEARNING_RATE = 0.01
 SEED = 7
-_MAX_ARG_CHARS = 200
 
 
 def train_tiny(epochs: int, rows_per_rank: int, batch_size: int, seed: int) -> dict[str, Any]:
@@ -78,32 +77,8 @@ def train_tiny(epochs: int, rows_per_rank: int, batch_size: int, seed: int) -> d
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "visible_gpus": len(tf.config.get_visible_devices("GPU")),
-        "ancestors": process_ancestry(),
+        "ancestors": distributed.process_ancestry(),
     }
-
-
-def process_ancestry(pid: int | None = None) -> list[dict[str, Any]]:
-    """Returns the process ``pid`` (default: this one) and its parents up to the first JVM: the
-    Spark executor (or, in local mode, the driver's JVM) that the Python processes descend from.
-
-    Arguments longer than ``_MAX_ARG_CHARS`` (Horovod's base64 settings, classpaths) are cut short.
-
-    Returns: one dict per process, nearest first: ``{"pid", "ppid", "name", "cmdline"}``.
-    """
-    import psutil
-
-    chain: list[dict[str, Any]] = []
-    proc: psutil.Process | None = psutil.Process(pid)
-    while proc is not None:
-        try:
-            args = [a if len(a) <= _MAX_ARG_CHARS else a[:_MAX_ARG_CHARS] + "..." for a in proc.cmdline()]
-            chain.append({"pid": proc.pid, "ppid": proc.ppid(), "name": proc.name(), "cmdline": " ".join(args)})
-            if proc.name() == "java":
-                break
-            proc = proc.parent()
-        except psutil.Error:  # the parent exited or is not ours to read
-            break
-    return chain
 
 
 def problems(ranks: Sequence[dict[str, Any]], num_proc: int) -> list[str]:

@@ -14,21 +14,28 @@ grain (``--grain``, default ``user``), for run date R:
    and refuses a run folder whose checkpoint was built for another vocabulary size or input length
    (``checkpoints.CheckpointError``), both before any Horovod process starts: a rank that fails
    alone would leave the others waiting in a collective operation;
-3. runs ``models.worker.train_evaluate_export`` in N Horovod processes (``horovod.num_proc``, or
-   ``--num-proc``) through ``distributed.run_distributed``: each trains on its shards (the processes
-   agree on steps per epoch from the mean rank's train examples), scores its test shards, the
-   figures are combined across ranks weighted by counts, and rank 0 writes the model version;
-4. MERGEs the figures into gold.model_metrics: model ``gru4rec`` (``seqrec.model``) and
-   ``popularity``, splits validation and test, one protocol per suffix (``_sampled``: the target
-   against its 99 sampled negatives; ``_full``: against the whole catalogue).
+3. for each model to train (``seqrec.model``, or every ``seqrec.candidates`` model when it is
+   ``best``) runs ``models.worker.train_evaluate_export`` in N Horovod processes
+   (``horovod.num_proc``, or ``--num-proc``) through ``distributed.run_distributed``: each trains on
+   its shards (the processes agree on steps per epoch from the mean rank's train examples), scores
+   its own test shards, the figures are combined across ranks weighted by counts, and rank 0 exports
+   the model into the run folder;
+4. publishes the candidate with the highest validation ``seqrec.select_metric`` as the (dataset,
+   run date) model version (``registry.publish``; meta.json's ``selection`` names the winner and
+   every candidate's figure). Test figures never take part in the choice;
+5. MERGEs the figures into gold.model_metrics: every candidate and ``popularity``, splits
+   validation and test, one protocol per suffix (``_sampled``: the target against its 99 sampled
+   negatives; ``_full``: against the whole catalogue), and a ``selected`` row per candidate (1.0 for
+   the published one).
 
-The run folder ``{warehouse}/models/next_item_runs/dataset=D/grain=G/run_date=R`` holds the
-checkpoints: re-running a date resumes a crashed run after its last epoch, and a finished one is only
-re-evaluated and re-exported (``--restart`` trains from scratch). docs/SEQREC.md has the details.
+The run folder ``{warehouse}/models/next_item_runs/dataset=D/grain=G/run_date=R/model=M`` holds a
+model's checkpoints and export: re-running a date resumes a crashed run after its last epoch, and a
+finished one is only re-evaluated and re-exported (``--restart`` trains from scratch). docs/SEQREC.md has the details.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -46,13 +53,15 @@ from shoplens import catalog, cli, distributed, shards
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.metrics import Metric, write_metrics
-from shoplens.models import checkpoints
+from shoplens.models import checkpoints, registry
 from shoplens.models.worker import RunPlan, train_evaluate_export
 
 log = logging.getLogger(__name__)
 
 JOB = "train_next_item"
 POPULARITY = "popularity"
+# gold.model_metrics' metric of the model selection: 1.0 for the published candidate, 0.0 for the others.
+SELECTED = "selected"
 SPLITS = ("train", "validation", "test")
 
 
@@ -69,11 +78,26 @@ def protocol_name(cfg: Config, protocol: str) -> str:
 
 
 def run_dir(cfg: Config, dataset: str, grain: str, run_date: dt.date) -> str:
-    """Returns the run folder of (dataset, grain, run date): checkpoints and state, for resuming."""
+    """Returns the run folder of (dataset, grain, run date) for the model ``cfg.seqrec.model``:
+    checkpoints and state, for resuming."""
     return (
         f"{cfg.paths.warehouse.rstrip('/')}/models/next_item_runs/dataset={dataset}/grain={grain}"
-        f"/run_date={run_date.isoformat()}"
+        f"/run_date={run_date.isoformat()}/model={cfg.seqrec.model}"
     )
+
+
+def export_dir(cfg: Config, dataset: str, grain: str, run_date: dt.date) -> str:
+    """Returns the folder where rank 0 exports the trained ``cfg.seqrec.model`` (model and meta.json)
+    before the selection publishes one candidate as the model version."""
+    return f"{run_dir(cfg, dataset, grain, run_date)}/export"
+
+
+def select_model(metric: str, validation: dict[str, dict[str, float]]) -> str:
+    """Returns the candidate with the highest validation ``metric`` (``validation``: model → its
+    validation figures, in candidate order); a tie goes to the earlier candidate, and a candidate
+    without the figure (no validation example) never wins over one with it."""
+    # max() keeps the first of equal keys.
+    return max(validation, key=lambda m: validation[m].get(metric, float("-inf")))
 
 
 def assign_shards(num_shards: int, num_proc: int) -> list[tuple[int, ...]]:
@@ -157,6 +181,7 @@ def plan_run(
         grain=grain,
         run_date=run_date,
         out_dir=out_dir,
+        export_dir=export_dir(cfg, dataset, grain, run_date),
         vocab_size=vocab_size,
         examples_version=examples_version,
         vocab_version=vocab_version,
@@ -203,19 +228,31 @@ def datasets_at(location: str, version: int, grain: str) -> list[str]:
     return sorted({v[S.DATASET] for v in live if v.get(S.GRAIN) == grain and v.get(S.DATASET)})
 
 
-def metric_rows(cfg: Config, run_date: dt.date, dataset: str, rank0: dict[str, Any]) -> list[Metric]:
-    """The figures of rank 0's result as gold.model_metrics rows (both models, both splits)."""
+def metric_rows(
+    cfg: Config, run_date: dt.date, dataset: str, results: dict[str, dict[str, Any]], chosen: str
+) -> list[Metric]:
+    """The figures of every candidate's rank 0 result (``results``: model → result) and of the
+    popularity baseline as gold.model_metrics rows, both splits, plus one ``selected`` row per
+    candidate (1.0 for the published one) under the protocol of ``seqrec.select_metric``."""
     rows = []
-    sources = (
-        (cfg.seqrec.model, "validation", rank0["val"], rank0["val_examples_total"]),
+    rank0 = results[chosen]
+    sources = [
         (POPULARITY, "validation", rank0["popularity_val"], rank0["val_examples_total"]),
-        (cfg.seqrec.model, "test", rank0["test"], rank0["test_examples_total"]),
         (POPULARITY, "test", rank0["popularity_test"], rank0["test_examples_total"]),
-    )
+    ]
+    for model, result in results.items():
+        sources += [
+            (model, "validation", result["val"], result["val_examples_total"]),
+            (model, "test", result["test"], result["test_examples_total"]),
+        ]
     for model, split, figures, n in sources:
         for name, value in sorted(figures.items()):
             protocol = protocol_name(cfg, name.rsplit("_", 1)[1])
             rows.append(Metric(run_date, JOB, dataset, model, split, protocol, name, float(value), int(n)))
+    selection_protocol = protocol_name(cfg, cfg.seqrec.select_metric.rsplit("_", 1)[1])
+    for model, result in results.items():
+        rows.append(Metric(run_date, JOB, dataset, model, "validation", selection_protocol, SELECTED,
+                           1.0 if model == chosen else 0.0, int(result["val_examples_total"])))
     return rows
 
 
@@ -229,14 +266,53 @@ def train_dataset(
     *,
     restart: bool = False,
 ) -> dict[str, Any]:
-    """Pins the versions, plans, trains, evaluates and exports one dataset's run (module doc).
+    """Pins the versions, then plans, trains, evaluates and exports each model of
+    ``seqrec.models_to_train`` on them, publishes the best on validation as the model version and
+    writes every figure into gold.model_metrics (module doc).
 
-    Returns: the run's summary: versions, vocabulary size, per-rank example counts, epochs, the
-    test and validation figures of the model and of popularity, seconds, the model version folder.
+    Returns: the published model's summary (:func:`_train_candidate`: versions, vocabulary size,
+    per-rank example counts, epochs, the test and validation figures of the model and of popularity,
+    seconds), with ``model`` (the chosen one), ``selection`` (as in meta.json), ``version_dir`` and
+    ``candidates`` (model → its summary).
     """
-    examples_at = catalog.SEQUENCE_EXAMPLES.location(cfg)
-    examples_version = shards.latest_version(examples_at)
+    examples_version = shards.latest_version(catalog.SEQUENCE_EXAMPLES.location(cfg))
     vocab_version = shards.latest_version(catalog.ITEM_VOCAB.location(cfg))
+    candidates, results = {}, {}
+    for model in cfg.seqrec.models_to_train:
+        model_cfg = dataclasses.replace(cfg, seqrec=dataclasses.replace(cfg.seqrec, model=model))
+        candidates[model], results[model] = _train_candidate(
+            spark, model_cfg, run_date, dataset, grain, num_proc, examples_version, vocab_version, restart=restart
+        )
+    metric = cfg.seqrec.select_metric
+    chosen = select_model(metric, {m: c["val"] for m, c in candidates.items()})
+    selection = {
+        "chosen": chosen,
+        "metric": f"validation {metric}",
+        "validation": {m: c["val"].get(metric) for m, c in candidates.items()},
+    }
+    log.info("%s/%s: publishing %s (%s: %s)", dataset, grain, chosen, selection["metric"], selection["validation"])
+    extra_meta = {"selection": selection, "processes": candidates[chosen]["processes"]}
+    version = registry.publish(cfg, dataset, run_date, candidates[chosen]["export_dir"], extra_meta)
+    write_metrics(spark, cfg, metric_rows(cfg, run_date, dataset, results, chosen))
+    return {**candidates[chosen], "selection": selection, "version_dir": version, "candidates": candidates}
+
+
+def _train_candidate(
+    spark: SparkSession,
+    cfg: Config,
+    run_date: dt.date,
+    dataset: str,
+    grain: str,
+    num_proc: int,
+    examples_version: int,
+    vocab_version: int,
+    *,
+    restart: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Trains, evaluates and exports ``cfg.seqrec.model`` at the pinned versions.
+
+    Returns: (its summary, rank 0's result).
+    """
     if restart:
         _remove_run(run_dir(cfg, dataset, grain, run_date))
     plan = plan_run(spark, cfg, run_date, dataset, grain, num_proc, examples_version, vocab_version)
@@ -250,9 +326,8 @@ def train_dataset(
     results = distributed.run_distributed(spark, cfg, train_evaluate_export, args=(cfg, plan), num_proc=num_proc)
     train_s = time.perf_counter() - started
     rank0 = next(r for r in results if r["rank"] == 0)
-    write_metrics(spark, cfg, metric_rows(cfg, run_date, dataset, rank0))
     epochs_run = rank0["epochs_done"] - rank0["initial_epoch"]
-    return {
+    summary = {
         "dataset": dataset,
         "grain": grain,
         "model": cfg.seqrec.model,
@@ -277,8 +352,11 @@ def train_dataset(
         "popularity_test": rank0["popularity_test"],
         "val_examples": rank0["val_examples_total"],
         "test_examples": rank0["test_examples_total"],
-        "version_dir": rank0["version_dir"],
+        "export_dir": rank0["export_dir"],
+        # Where each rank ran (host, pid, the executor JVM): meta.json's "processes".
+        "processes": [r["process"] for r in sorted(results, key=lambda r: r["rank"])],
     }
+    return summary, rank0
 
 
 def run(
@@ -305,7 +383,7 @@ def run(
     summary = {}
     for dataset in datasets:
         summary[dataset] = train_dataset(spark, cfg, run_date, dataset, grain, num_proc, restart=restart)
-        log.info("%s: %s", dataset, {k: summary[dataset][k] for k in ("epochs", "test", "version_dir")})
+        log.info("%s: %s", dataset, {k: summary[dataset][k] for k in ("model", "epochs", "test", "version_dir")})
     return summary
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from shoplens import faults
 from shoplens.models import checkpoints
 from shoplens.models.data import Examples
 from shoplens.models.evaluate import evaluate
@@ -123,3 +124,22 @@ class Checkpoint(tf.keras.callbacks.Callback):
             checkpoints.save_best(self.out_dir, self.model)
         self.state.checkpoint = checkpoints.save_checkpoint(self.out_dir, self.model, self.model.optimizer, epoch + 1)
         checkpoints.write_state(self.out_dir, self.state)
+
+
+class FaultHook(tf.keras.callbacks.Callback):
+    """The ``after_epoch`` fault hook (``shoplens.faults``): this process kills itself at the end of
+    the epoch its fault names (default: the run's first epoch), after every other callback of that
+    epoch. Does nothing when ``SHOPLENS_FAULT`` arms no fault for ``job`` and this rank."""
+
+    def __init__(self, job: str, rank: int, initial_epoch: int) -> None:
+        super().__init__()
+        self.rank = rank
+        self.initial_epoch = initial_epoch
+        self.faults = [
+            f for f in faults.armed() if (f.job, f.point, f.table) == (job, faults.AFTER_EPOCH, f"rank{rank}")
+        ]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for fault in self.faults:
+            if (fault.attempt or self.initial_epoch + 1) == epoch + 1:
+                faults.kill_self(f"{faults.AFTER_EPOCH} {epoch + 1} of rank {self.rank}")

@@ -6,7 +6,12 @@ Layout, under the warehouse (written by ``train_next_item``, read by the batch s
         model/       the Keras model, ``model.save(path)`` in TF SavedModel format: called on int32 item
                      indices (batch, max_len), left-padded with 0, most recent item last, it returns
                      scores (batch, vocab_size), one per item index (0 padding, 1 out of vocabulary)
-        meta.json    model name, config, Delta versions, vocab_size, max_len, metrics, ... (:data:`META_KEYS`)
+        meta.json    model name, config, Delta versions, vocab_size, max_len, metrics, ... (:data:`META_KEYS`);
+                     from train_next_item also ``selection`` (the candidates' validation figures
+                     and the chosen model) and ``processes`` (each rank's host, pid and JVM)
+
+``train_next_item`` exports each candidate model into its run folder (:func:`write_folder`) and
+publishes the chosen one as the version (:func:`publish`).
 
 A version is written whole into a temporary folder beside it (``_tmp-...``) and renamed into place:
 a reader sees the previous version or the new one, never half of one (a re-run of the same date
@@ -85,28 +90,66 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
 def write_version(cfg: Config, dataset: str, run_date: dt.date, model: Any, meta: Mapping[str, Any]) -> str:
     """Saves ``model`` (a Keras model) and ``meta`` as the (dataset, run date) version, replacing any.
 
-    The model is saved with ``model.save(path)`` (TF SavedModel format) into a temporary folder, with
-    meta.json beside it, and the folder is renamed into place.
-
     Returns: the version's folder. Raises: ValueError when ``meta`` lacks a key of :data:`META_KEYS`.
     """
+    return write_folder(version_dir(cfg, dataset, run_date), model, meta)
+
+
+def write_folder(final: str, model: Any, meta: Mapping[str, Any]) -> str:
+    """Saves ``model`` and ``meta`` as the folder ``final`` (``model/`` and ``meta.json``), replacing
+    any: both are written into a temporary folder beside it, which is renamed into place.
+
+    Returns: ``final``. Raises: ValueError when ``meta`` lacks a key of :data:`META_KEYS`.
+    """
+
+    def fill(fs: pafs.FileSystem, tmp: str, tmp_inner: str) -> None:
+        # Without the optimizer: a scorer needs none, and a Horovod one would not load elsewhere.
+        model.save(f"{tmp}/{MODEL_DIR}", save_format="tf", include_optimizer=False)
+        _write_meta(fs, tmp_inner, meta)
+
+    return _replace_folder(final, meta, fill)
+
+
+def publish(cfg: Config, dataset: str, run_date: dt.date, source: str, extra_meta: Mapping[str, Any]) -> str:
+    """Copies the folder ``source`` (written by :func:`write_folder`, e.g. a training candidate's
+    export) as the (dataset, run date) version, its meta.json updated with ``extra_meta`` (e.g. the
+    model selection), replacing any version of that date.
+
+    Returns: the version's folder.
+    """
+    fs, source_inner = _fs(source)
+    with fs.open_input_stream(f"{source_inner}/{META_FILE}") as stream:
+        meta = {**json.loads(stream.read().decode("utf-8")), **extra_meta}
+
+    def fill(fs: pafs.FileSystem, tmp: str, tmp_inner: str) -> None:
+        pafs.copy_files(f"{source_inner}/{MODEL_DIR}", f"{tmp_inner}/{MODEL_DIR}", source_filesystem=fs,
+                        destination_filesystem=fs)
+        _write_meta(fs, tmp_inner, meta)
+
+    return _replace_folder(version_dir(cfg, dataset, run_date), meta, fill)
+
+
+def _write_meta(fs: pafs.FileSystem, folder: str, meta: Mapping[str, Any]) -> None:
+    with fs.open_output_stream(f"{folder}/{META_FILE}") as out:
+        out.write(json.dumps(dict(meta), indent=1, sort_keys=True, default=str).encode("utf-8"))
+
+
+def _replace_folder(final: str, meta: Mapping[str, Any], fill: Any) -> str:
+    """Calls ``fill(fs, tmp, tmp_inner)`` on a new temporary folder beside ``final`` (meta.json last),
+    then renames it into place (module doc); the temporary folder is removed if anything fails."""
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"meta.json of a model version needs {', '.join(missing)}")
-    final = version_dir(cfg, dataset, run_date)
-    root = versions_root(cfg, dataset)
-    tmp = f"{root}/_tmp-{run_date.isoformat()}-{uuid.uuid4().hex[:8]}"
+    parent, name = final.rstrip("/").rsplit("/", 1)
+    tmp = f"{parent}/_tmp-{name}-{uuid.uuid4().hex[:8]}"
     fs, tmp_inner = _fs(tmp)
     _, final_inner = _fs(final)
     fs.create_dir(tmp_inner, recursive=True)
     try:
-        # Without the optimizer: a scorer needs none, and a Horovod one would not load elsewhere.
-        model.save(f"{tmp}/{MODEL_DIR}", save_format="tf", include_optimizer=False)
-        with fs.open_output_stream(f"{tmp_inner}/{META_FILE}") as out:
-            out.write(json.dumps(dict(meta), indent=1, sort_keys=True, default=str).encode("utf-8"))
+        fill(fs, tmp, tmp_inner)
         old = None
         if fs.get_file_info(final_inner).type != pafs.FileType.NotFound:
-            old = f"{_fs(root)[1]}/_old-{run_date.isoformat()}-{uuid.uuid4().hex[:8]}"
+            old = f"{_fs(parent)[1]}/_old-{name}-{uuid.uuid4().hex[:8]}"
             fs.move(final_inner, old)
         fs.move(tmp_inner, final_inner)
         if old is not None:
@@ -115,7 +158,7 @@ def write_version(cfg: Config, dataset: str, run_date: dt.date, model: Any, meta
         if fs.get_file_info(tmp_inner).type != pafs.FileType.NotFound:
             fs.delete_dir(tmp_inner)
         raise
-    log.info("model version %s written", final)
+    log.info("model folder %s written", final)
     return final
 
 

@@ -39,6 +39,9 @@ from shoplens.models.evaluate import evaluate, evaluate_scores
 
 log = logging.getLogger(__name__)
 
+# The job whose ``after_epoch`` faults (``shoplens.faults``) the training processes obey.
+FAULT_JOB = "train_next_item"
+
 
 @dataclass
 class Trained:
@@ -187,6 +190,8 @@ def train_model(
             C.LearningRateWarmup(s.learning_rate, size, round(s.warmup_epochs * steps)),
             early_stopping,
             *distributed.chief_only([C.Checkpoint(out_dir, state, early_stopping)]),
+            # Last: a rank killed here has finished the epoch, and rank 0 has checkpointed it.
+            C.FaultHook(FAULT_JOB, rank, initial_epoch),
         ]
         if s.model == "sasrec" and s.sasrec.batch_by_length:
             dataset = data.to_length_batches(train_examples, s.batch_size, repeat=True, seed=s.seed + rank)

@@ -11,8 +11,9 @@ to every process through ``distributed.run_distributed``; each process picks its
    its example count, summed with an allreduce, over the total count. So the test evaluation is
    spread over the processes like the data, and nothing the size of the test split ever reaches the
    Spark driver (only a few dozen numbers do);
-3. on rank 0 only, saves the best weights as the (dataset, run date) model version with its
-   meta.json (``models.registry``).
+3. on rank 0 only, saves the best weights with their meta.json into the plan's ``export_dir``
+   (``registry.write_folder``); the driver then publishes the chosen candidate's export as the
+   (dataset, run date) model version (``registry.publish``).
 
 No SparkSession here; TensorFlow is imported inside the functions.
 """
@@ -48,7 +49,9 @@ class RunPlan:
     dataset: str
     grain: str
     run_date: dt.date
+    # Checkpoints and training state (resuming), and the export of the trained model.
     out_dir: str
+    export_dir: str
     vocab_size: int
     examples_version: int
     vocab_version: int
@@ -72,7 +75,7 @@ def train_evaluate_export(cfg: Config, plan: RunPlan) -> dict[str, Any]:
     Returns: this process's dict from ``train`` plus ``test_examples`` (this process's), and, the
     same on every process, ``test`` / ``popularity_test`` (figures over every process's test examples,
     names ending in ``_sampled`` / ``_full``, empty when the split has none), ``test_examples_total``;
-    on rank 0 ``version_dir``, the model version written (None elsewhere).
+    on rank 0 ``export_dir``, the folder written (None elsewhere).
     """
     rank, size = distributed.rank(), distributed.size()
     if size != plan.num_proc:
@@ -101,12 +104,11 @@ def train_evaluate_export(cfg: Config, plan: RunPlan) -> dict[str, Any]:
         log.warning("%s: no test example in any shard: no test figures", plan.dataset)
         test_figures, popularity_test = {}, {}
     result.update(
-        test_examples=n, test_examples_total=total, test=test_figures, popularity_test=popularity_test, version_dir=None
+        process=distributed.process_report(),
+        test_examples=n, test_examples_total=total, test=test_figures, popularity_test=popularity_test, export_dir=None
     )
     if distributed.is_chief():
-        result["version_dir"] = registry.write_version(
-            cfg, plan.dataset, plan.run_date, trained.model, meta(cfg, plan, result, size)
-        )
+        result["export_dir"] = registry.write_folder(plan.export_dir, trained.model, meta(cfg, plan, result, size))
     return result
 
 
