@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 JOBS = [
     "ingest_landing", "build_silver_events", "build_silver_items", "build_sessions", "build_sequences",
     "build_user_activity", "build_user_profiles", "build_churn_scores", "build_customer_value", "build_recommendations",
-    "load_history", "train_next_item", "score_next_item",
+    "load_history", "train_next_item", "score_next_item", "publish",
     "check_horovod",
 ]
 

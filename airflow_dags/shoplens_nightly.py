@@ -56,7 +56,9 @@ with DAG(
     build_sequences = SparkSubmitOperator(task_id="build_sequences", **spark_submit_args(spec, "build_sequences"))
 
     # The catalogue lands on its own: independent of the events chain.
-    SparkSubmitOperator(task_id="build_silver_items", **spark_submit_args(spec, "build_silver_items"))
+    build_silver_items = SparkSubmitOperator(
+        task_id="build_silver_items", **spark_submit_args(spec, "build_silver_items")
+    )
 
     # Profiles roll up tonight's daily activity, which counts tonight's sessions.
     build_user_activity = SparkSubmitOperator(
@@ -89,7 +91,12 @@ with DAG(
     )
     score_next_item = SparkSubmitOperator(task_id="score_next_item", **spark_submit_args(spec, "score_next_item"))
 
+    # Last: records the night's consistent cut of every table in gold.published_runs, only when every
+    # job of the night succeeded and the required tables hold the night's rows.
+    publish = SparkSubmitOperator(task_id="publish", **spark_submit_args(spec, "publish"))
+
     ingest_landing >> build_silver_events >> build_sessions >> build_sequences
     build_sessions >> build_user_activity >> build_user_profiles >> [build_churn_scores, build_customer_value]
     [build_sequences, build_user_profiles] >> build_recommendations
     build_sequences >> train_next_item >> score_next_item
+    [build_silver_items, build_churn_scores, build_customer_value, build_recommendations, score_next_item] >> publish

@@ -50,6 +50,8 @@ JOBS_IN_ORDER = (
     ("build_user_profiles", "build_customer_value"),
     ("build_sequences", "build_recommendations"),
     ("build_user_profiles", "build_recommendations"),
+    ("score_next_item", "publish"), ("build_recommendations", "publish"), ("build_churn_scores", "publish"),
+    ("build_customer_value", "publish"), ("build_silver_items", "publish"),
 )
 
 

@@ -55,3 +55,5 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     # The demo trains the next-item model on its last date and scores every user with it.
     assert summary["gold.next_item_predictions"]["rows"] > 0
     assert summary["gold.model_metrics"]["rows"] > 0
+    # The last date is complete, so it is published (the first one, without predictions, is not).
+    assert summary["gold.published_runs"]["rows"] == 1

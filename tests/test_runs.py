@@ -213,4 +213,7 @@ def test_a_job_killed_at_a_commit_leaves_readable_tables_and_a_rerun_equals_a_cl
     for spec in INGEST_TABLES:
         assertDataFrameEqual(spark.read.format("delta").load(spec.location(cfg)), clean_tables[spec.name])
     retried = _runs(spark, cfg, DAY2).orderBy(S.ATTEMPT).collect()
-    assert [(r[S.ATTEMPT], r[S.STATUS]) for r in retried] == [(1, "running"), (2, "succeeded")]
+    # Holding the run lock, the retry knows attempt 1 is dead: it is marked abandoned, its end unknown.
+    assert [(r[S.ATTEMPT], r[S.STATUS], r[S.ENDED_AT]) for r in retried][0] == (1, "abandoned", None)
+    assert "found still running by attempt 2" in retried[0][S.ERROR]
+    assert (retried[1][S.ATTEMPT], retried[1][S.STATUS]) == (2, "succeeded")

@@ -205,6 +205,12 @@ PIPELINE_RUNS = TableSpec(
     (S.JOB,),
     "one row per (job, run_date, attempt) of a job started through its main; MERGEd by shoplens.runs only",
 )
+PUBLISHED_RUNS = TableSpec(
+    "gold.published_runs",
+    S.PUBLISHED_RUNS,
+    (),
+    "one row per published run date: every table's Delta version and rows for the date; MERGEd by publish",
+)
 
 TABLES: tuple[TableSpec, ...] = (
     BRONZE_EVENTS, SILVER_EVENTS, SILVER_REVIEWS, SILVER_ITEMS, QUARANTINE, DUPLICATES, QUALITY_RESULTS,
@@ -212,7 +218,7 @@ TABLES: tuple[TableSpec, ...] = (
     USER_DAILY_ACTIVITY, USER_PROFILES, SEGMENT_SUMMARY, CLUSTER_MODELS,
     MODEL_METRICS, CHURN_SCORES, CHURN_FEATURE_IMPORTANCE, CUSTOMER_VALUE,
     USER_INDEX, ITEM_INDEX, RECOMMENDATIONS, SIMILAR_ITEMS, ALS_TRIALS,
-    NEXT_ITEM_PREDICTIONS, PIPELINE_RUNS,
+    NEXT_ITEM_PREDICTIONS, PIPELINE_RUNS, PUBLISHED_RUNS,
 )
 LAYERS = ("bronze", "silver", "gold", "ops")
 

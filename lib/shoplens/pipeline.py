@@ -27,6 +27,7 @@ from shoplens.jobs import (
     build_user_activity,
     build_user_profiles,
     ingest_landing,
+    publish,
     score_next_item,
     train_next_item,
 )
@@ -49,10 +50,12 @@ STEPS = (
     ("build_recommendations", lambda spark, cfg, run_date, demo: build_recommendations.run(spark, cfg, run_date)),
     ("train_next_item", lambda spark, cfg, run_date, demo: train_next_item.run(spark, cfg, run_date)),
     ("score_next_item", lambda spark, cfg, run_date, demo: score_next_item.run(spark, cfg, run_date)),
+    ("publish", lambda spark, cfg, run_date, demo: publish.run(spark, cfg, run_date)),
 )
 # The demo trains the next-item model once, on its last date, with few epochs (the nightly DAG trains
 # every night): two Horovod launches a night would double the demo's time and show nothing more.
-MODEL_STEPS = ("train_next_item", "score_next_item")
+# Only that date is complete (next-item predictions included), so only it is published.
+LAST_DATE_STEPS = ("train_next_item", "score_next_item", "publish")
 DEMO_OVERRIDES = ("seqrec.epochs=3",)
 
 
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(cfg, "shoplens.pipeline")
     for run_date in dates:
         for name, step in STEPS:
-            if args.demo and name in MODEL_STEPS and run_date != dates[-1]:
+            if args.demo and name in LAST_DATE_STEPS and run_date != dates[-1]:
                 continue
             log.info("running %s for %s", name, run_date)
             step(spark, cfg, run_date, args.demo)

@@ -1,0 +1,140 @@
+"""publish: the night's last job. Records a consistent cut of every table for run date R in
+``gold.published_runs``, once the night is complete.
+
+Readers who must not see a half-finished night (dashboards, exports) read the newest published run
+date, at the Delta versions its row names. R is published only when
+
+1. no job recorded for R in gold.pipeline_runs ended ``failed``, ``abandoned`` or is still
+   ``running`` in its latest attempt, and
+2. every table of ``runs.publish_required_tables`` holds rows for R (its date partition column:
+   ``run_date``, ``snapshot_date``, ``event_date`` or ``start_date``).
+
+Otherwise it raises :class:`PublishError` naming what is missing, and writes nothing. The row holds
+every existing table's current Delta version (from its log, no Spark job), the rows for R of every
+table with a date partition column (partition-pruned counts) and each job's succeeded attempt.
+Publishing R again (a re-run after a late fix) replaces R's row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import SparkSession, Window
+from pyspark.sql import functions as F
+
+from shoplens import catalog, cli, runs, shards
+from shoplens import schemas as S
+from shoplens.catalog import TableSpec, register_table
+from shoplens.config import Config
+
+log = logging.getLogger(__name__)
+
+JOB = "publish"
+# A table's rows for a run date are those of its first partition column among these.
+DATE_COLUMNS = (S.RUN_DATE, S.SNAPSHOT_DATE, S.EVENT_DATE, S.START_DATE)
+
+
+class PublishError(RuntimeError):
+    """The night is not complete: a job did not succeed, or a required table has no rows for it."""
+
+
+def date_column(spec: TableSpec) -> str | None:
+    """Returns the date partition column that says which run date a row of ``spec`` belongs to."""
+    return next((c for c in spec.partition_by if c in DATE_COLUMNS), None)
+
+
+def job_outcomes(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, tuple[int, str]]:
+    """Returns each job's latest attempt for ``run_date`` in gold.pipeline_runs: job → (attempt,
+    status); this job's own rows are left out."""
+    location = catalog.PIPELINE_RUNS.location(cfg)
+    if not catalog.table_exists(spark, location):
+        return {}
+    latest = Window.partitionBy(S.JOB).orderBy(F.col(S.ATTEMPT).desc())
+    rows = (
+        spark.read.format("delta").load(location)
+        .where((F.col(S.RUN_DATE) == F.lit(run_date)) & (F.col(S.JOB) != JOB))
+        .withColumn("_n", F.row_number().over(latest))
+        .where(F.col("_n") == 1)
+        .select(S.JOB, S.ATTEMPT, S.STATUS)
+        .collect()
+    )
+    return {r[S.JOB]: (r[S.ATTEMPT], r[S.STATUS]) for r in rows}
+
+
+def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
+    """Publishes ``run_date`` (module doc). Returns the published row as a dict.
+
+    Raises: :class:`PublishError` when a job did not succeed or a required table lacks rows.
+    """
+    outcomes = job_outcomes(spark, cfg, run_date)
+    unfinished = {job: f"attempt {a} {status}" for job, (a, status) in outcomes.items() if status != S.STATUS_SUCCEEDED}
+    if unfinished:
+        raise PublishError(
+            f"{run_date} is not published: the latest attempt of {len(unfinished)} job(s) did not succeed: "
+            + "; ".join(f"{job} {what}" for job, what in sorted(unfinished.items()))
+        )
+    versions, rows = {}, {}
+    for spec in catalog.TABLES:
+        location = spec.location(cfg)
+        if spec is catalog.PUBLISHED_RUNS or not catalog.table_exists(spark, location):
+            continue
+        version = shards.latest_version(location)
+        versions[spec.name] = version
+        column = date_column(spec)
+        if column is not None:
+            rows[spec.name] = (
+                spark.read.format("delta").option("versionAsOf", version).load(location)
+                .where(F.col(column) == F.lit(run_date)).count()
+            )
+    missing = [name for name in cfg.runs.publish_required_tables if not rows.get(name)]
+    if missing:
+        raise PublishError(
+            f"{run_date} is not published: no rows for it in {', '.join(missing)} "
+            "(runs.publish_required_tables); run the jobs that write them first"
+        )
+    published = {
+        S.RUN_DATE: run_date,
+        S.PUBLISHED_AT: dt.datetime.now(dt.UTC),
+        S.TABLE_VERSIONS: versions,
+        S.RUN_DATE_ROWS: rows,
+        S.JOB_ATTEMPTS: {job: attempt for job, (attempt, _) in outcomes.items()},
+    }
+    _merge(spark, cfg, published)
+    log.info("published %s: %d tables, rows for the date %s", run_date, len(versions), rows)
+    return published
+
+
+def _merge(spark: SparkSession, cfg: Config, published: dict[str, Any]) -> None:
+    from delta.tables import DeltaTable
+
+    spec = catalog.PUBLISHED_RUNS
+    location = spec.location(cfg)
+    source = spark.createDataFrame([tuple(published[f.name] for f in S.PUBLISHED_RUNS.fields)], S.PUBLISHED_RUNS)
+    if not catalog.table_exists(spark, location):
+        empty = spark.createDataFrame([], S.PUBLISHED_RUNS).write.format("delta")
+        runs.commit(spark, spec, cfg, lambda: empty.save(location))
+    merge = (
+        DeltaTable.forPath(spark, location).alias("t")
+        .merge(source.alias("s"), f"t.`{S.RUN_DATE}` = s.`{S.RUN_DATE}`")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+    )
+    runs.commit(spark, spec, cfg, merge.execute)
+    register_table(spark, spec, cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.job_parser(__doc__.splitlines()[0])
+
+    def work(spark, cfg, args) -> None:
+        run(spark, cfg, args.run_date)
+
+    return cli.run_job(JOB, parser, argv, work)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
