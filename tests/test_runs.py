@@ -21,7 +21,7 @@ from shoplens import catalog, runs
 from shoplens import schemas as S
 from shoplens.config import load_config
 from shoplens.io import LandingNotFound
-from shoplens.jobs import ingest_landing
+from shoplens.jobs import build_silver_events, ingest_landing
 from shoplens.locks import Lock, LockLost, LockTimeout
 
 from .conftest import CONF_DIR, ROOT
@@ -217,3 +217,45 @@ def test_a_job_killed_at_a_commit_leaves_readable_tables_and_a_rerun_equals_a_cl
     assert [(r[S.ATTEMPT], r[S.STATUS], r[S.ENDED_AT]) for r in retried][0] == (1, "abandoned", None)
     assert "found still running by attempt 2" in retried[0][S.ERROR]
     assert (retried[1][S.ATTEMPT], retried[1][S.STATUS]) == (2, "succeeded")
+
+
+SILVER_TABLES = (catalog.SILVER_EVENTS, catalog.SILVER_REVIEWS, catalog.QUARANTINE, catalog.DUPLICATES)
+
+
+def test_a_job_killed_between_its_tables_commits_is_retried_to_one_clean_run(spark, tmp_path, shared_landing):
+    """build_silver_events writes several tables, one commit each: killed after its first, the run
+    leaves silver.events new and the others old; the retry brings every table to one clean run."""
+    overrides = _overrides(tmp_path / "warehouse", shared_landing)
+    cfg = load_config("local", CONF_DIR, overrides)
+    clean_cfg = load_config("local", CONF_DIR, _overrides(tmp_path / "clean", shared_landing))
+    for config in (cfg, clean_cfg):
+        for day in (DAY1, DAY2):
+            ingest_landing.run(spark, config, day)
+        build_silver_events.run(spark, config, DAY1, demo=True)
+    build_silver_events.run(spark, clean_cfg, DAY2, demo=True)
+    clean = {spec.name: spark.read.format("delta").load(spec.location(clean_cfg)).collect() for spec in SILVER_TABLES}
+    before = {spec.name: _version(spark, spec.location(cfg)) for spec in SILVER_TABLES}
+
+    env = {**os.environ, runs.FAULT_ENV_VAR: "build_silver_events:after_commit:silver.events:1",
+           "PYTHONPATH": str(ROOT / "lib")}
+    argv = _argv(DAY2, overrides, "--demo")
+    killed = subprocess.run([sys.executable, "-m", "shoplens.jobs.build_silver_events", *argv],
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    after = {spec.name: _version(spark, spec.location(cfg)) for spec in SILVER_TABLES}
+    assert {name for name in before if after[name] != before[name]} == {"silver.events"}
+
+    # The same fault stays armed for attempt 1 only: Airflow's second try (--attempt 2) gets through.
+    retried = subprocess.run([sys.executable, "-m", "shoplens.jobs.build_silver_events", *argv, "--attempt", "2"],
+                             env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    for spec in SILVER_TABLES:
+        assertDataFrameEqual(spark.read.format("delta").load(spec.location(cfg)), clean[spec.name])
+    attempts = _runs(spark, cfg, DAY2).where(F.col(S.JOB) == "build_silver_events").orderBy(S.ATTEMPT).collect()
+    assert [(r[S.ATTEMPT], r[S.STATUS]) for r in attempts] == [(1, "abandoned"), (2, "succeeded")]
+
+
+def _version(spark, location: str) -> int:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, location).history(1).first()["version"]
