@@ -259,3 +259,32 @@ def _version(spark, location: str) -> int:
     from delta.tables import DeltaTable
 
     return DeltaTable.forPath(spark, location).history(1).first()["version"]
+
+
+def test_a_second_run_of_a_date_while_the_first_runs_fails_naming_it_and_the_tables_stay_clean(
+    spark, tmp_path, shared_landing, clean_tables
+):
+    overrides = _overrides(tmp_path / "warehouse", shared_landing)
+    cfg = load_config("local", CONF_DIR, overrides)
+    ingest_landing.run(spark, cfg, DAY1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    first = subprocess.Popen([sys.executable, "-m", "shoplens.jobs.ingest_landing", *_argv(DAY2, overrides)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = Path(runs.run_lock_path(cfg, "ingest_landing", DAY2))
+        deadline = time.monotonic() + 300
+        while not lock.exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run never took its run lock"
+            time.sleep(0.05)
+
+        # The second run of the same (run date, job) waits lock_wait_s (0 here), then fails naming the first.
+        with pytest.raises(LockTimeout, match="held by job ingest_landing run date 2024-01-02 attempt 1"):
+            ingest_landing.main(_argv(DAY2, [*overrides, "runs.lock_wait_s=0"]))
+    finally:
+        _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+
+    for spec in INGEST_TABLES:
+        assertDataFrameEqual(spark.read.format("delta").load(spec.location(cfg)), clean_tables[spec.name])
+    # Only the first run is recorded: the second stopped before writing anything.
+    assert [(r[S.ATTEMPT], r[S.STATUS]) for r in _runs(spark, cfg, DAY2).collect()] == [(1, "succeeded")]
