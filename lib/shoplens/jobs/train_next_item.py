@@ -86,12 +86,6 @@ def run_dir(cfg: Config, dataset: str, grain: str, run_date: dt.date) -> str:
     )
 
 
-def export_dir(cfg: Config, dataset: str, grain: str, run_date: dt.date) -> str:
-    """Returns the folder where rank 0 exports the trained ``cfg.seqrec.model`` (model and meta.json)
-    before the selection publishes one candidate as the model version."""
-    return f"{run_dir(cfg, dataset, grain, run_date)}/export"
-
-
 def select_model(metric: str, validation: dict[str, dict[str, float]]) -> str:
     """Returns the candidate with the highest validation ``metric`` (``validation``: model → its
     validation figures, in candidate order); a tie goes to the earlier candidate, and a candidate
@@ -181,7 +175,6 @@ def plan_run(
         grain=grain,
         run_date=run_date,
         out_dir=out_dir,
-        export_dir=export_dir(cfg, dataset, grain, run_date),
         vocab_size=vocab_size,
         examples_version=examples_version,
         vocab_version=vocab_version,
@@ -229,30 +222,30 @@ def datasets_at(location: str, version: int, grain: str) -> list[str]:
 
 
 def metric_rows(
-    cfg: Config, run_date: dt.date, dataset: str, results: dict[str, dict[str, Any]], chosen: str
+    cfg: Config, run_date: dt.date, dataset: str, candidates: dict[str, dict[str, Any]], chosen: str
 ) -> list[Metric]:
-    """The figures of every candidate's rank 0 result (``results``: model → result) and of the
-    popularity baseline as gold.model_metrics rows, both splits, plus one ``selected`` row per
-    candidate (1.0 for the published one) under the protocol of ``seqrec.select_metric``."""
+    """The figures of every candidate (``candidates``: model → its :func:`_train_candidate` summary)
+    and of the popularity baseline as gold.model_metrics rows, both splits, plus one ``selected``
+    row per candidate (1.0 for the published one) under the protocol of ``seqrec.select_metric``."""
     rows = []
-    rank0 = results[chosen]
+    published = candidates[chosen]
     sources = [
-        (POPULARITY, "validation", rank0["popularity_val"], rank0["val_examples_total"]),
-        (POPULARITY, "test", rank0["popularity_test"], rank0["test_examples_total"]),
+        (POPULARITY, "validation", published["popularity_val"], published["val_examples"]),
+        (POPULARITY, "test", published["popularity_test"], published["test_examples"]),
     ]
-    for model, result in results.items():
+    for model, summary in candidates.items():
         sources += [
-            (model, "validation", result["val"], result["val_examples_total"]),
-            (model, "test", result["test"], result["test_examples_total"]),
+            (model, "validation", summary["val"], summary["val_examples"]),
+            (model, "test", summary["test"], summary["test_examples"]),
         ]
     for model, split, figures, n in sources:
         for name, value in sorted(figures.items()):
             protocol = protocol_name(cfg, name.rsplit("_", 1)[1])
             rows.append(Metric(run_date, JOB, dataset, model, split, protocol, name, float(value), int(n)))
     selection_protocol = protocol_name(cfg, cfg.seqrec.select_metric.rsplit("_", 1)[1])
-    for model, result in results.items():
+    for model, summary in candidates.items():
         rows.append(Metric(run_date, JOB, dataset, model, "validation", selection_protocol, SELECTED,
-                           1.0 if model == chosen else 0.0, int(result["val_examples_total"])))
+                           1.0 if model == chosen else 0.0, int(summary["val_examples"])))
     return rows
 
 
@@ -277,10 +270,10 @@ def train_dataset(
     """
     examples_version = shards.latest_version(catalog.SEQUENCE_EXAMPLES.location(cfg))
     vocab_version = shards.latest_version(catalog.ITEM_VOCAB.location(cfg))
-    candidates, results = {}, {}
+    candidates = {}
     for model in cfg.seqrec.models_to_train:
         model_cfg = dataclasses.replace(cfg, seqrec=dataclasses.replace(cfg.seqrec, model=model))
-        candidates[model], results[model] = _train_candidate(
+        candidates[model] = _train_candidate(
             spark, model_cfg, run_date, dataset, grain, num_proc, examples_version, vocab_version, restart=restart
         )
     metric = cfg.seqrec.select_metric
@@ -293,7 +286,7 @@ def train_dataset(
     log.info("%s/%s: publishing %s (%s: %s)", dataset, grain, chosen, selection["metric"], selection["validation"])
     extra_meta = {"selection": selection, "processes": candidates[chosen]["processes"]}
     version = registry.publish(cfg, dataset, run_date, candidates[chosen]["export_dir"], extra_meta)
-    write_metrics(spark, cfg, metric_rows(cfg, run_date, dataset, results, chosen))
+    write_metrics(spark, cfg, metric_rows(cfg, run_date, dataset, candidates, chosen))
     return {**candidates[chosen], "selection": selection, "version_dir": version, "candidates": candidates}
 
 
@@ -308,10 +301,10 @@ def _train_candidate(
     vocab_version: int,
     *,
     restart: bool,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> dict[str, Any]:
     """Trains, evaluates and exports ``cfg.seqrec.model`` at the pinned versions.
 
-    Returns: (its summary, rank 0's result).
+    Returns: its summary (rank 0's figures, which every rank shares, and the run's counts and seconds).
     """
     if restart:
         _remove_run(run_dir(cfg, dataset, grain, run_date))
@@ -327,7 +320,7 @@ def _train_candidate(
     train_s = time.perf_counter() - started
     rank0 = next(r for r in results if r["rank"] == 0)
     epochs_run = rank0["epochs_done"] - rank0["initial_epoch"]
-    summary = {
+    return {
         "dataset": dataset,
         "grain": grain,
         "model": cfg.seqrec.model,
@@ -352,11 +345,10 @@ def _train_candidate(
         "popularity_test": rank0["popularity_test"],
         "val_examples": rank0["val_examples_total"],
         "test_examples": rank0["test_examples_total"],
-        "export_dir": rank0["export_dir"],
+        "export_dir": plan.export_dir,
         # Where each rank ran (host, pid, the executor JVM): meta.json's "processes".
         "processes": [r["process"] for r in sorted(results, key=lambda r: r["rank"])],
     }
-    return summary, rank0
 
 
 def run(

@@ -49,9 +49,8 @@ class RunPlan:
     dataset: str
     grain: str
     run_date: dt.date
-    # Checkpoints and training state (resuming), and the export of the trained model.
+    # Checkpoints and training state (resuming), and the export of the trained model (export_dir).
     out_dir: str
-    export_dir: str
     vocab_size: int
     examples_version: int
     vocab_version: int
@@ -65,6 +64,12 @@ class RunPlan:
     steps_per_epoch: int | None = None
 
     @property
+    def export_dir(self) -> str:
+        """Where rank 0 exports the trained model (model and meta.json) before the driver publishes
+        the chosen candidate as the model version."""
+        return f"{self.out_dir}/export"
+
+    @property
     def num_proc(self) -> int:
         return len(self.train_files)
 
@@ -75,7 +80,7 @@ def train_evaluate_export(cfg: Config, plan: RunPlan) -> dict[str, Any]:
     Returns: this process's dict from ``train`` plus ``test_examples`` (this process's), and, the
     same on every process, ``test`` / ``popularity_test`` (figures over every process's test examples,
     names ending in ``_sampled`` / ``_full``, empty when the split has none), ``test_examples_total``;
-    on rank 0 ``export_dir``, the folder written (None elsewhere).
+    rank 0 also writes the model into ``plan.export_dir``.
     """
     rank, size = distributed.rank(), distributed.size()
     if size != plan.num_proc:
@@ -105,10 +110,10 @@ def train_evaluate_export(cfg: Config, plan: RunPlan) -> dict[str, Any]:
         test_figures, popularity_test = {}, {}
     result.update(
         process=distributed.process_report(),
-        test_examples=n, test_examples_total=total, test=test_figures, popularity_test=popularity_test, export_dir=None
+        test_examples=n, test_examples_total=total, test=test_figures, popularity_test=popularity_test
     )
     if distributed.is_chief():
-        result["export_dir"] = registry.write_folder(plan.export_dir, trained.model, meta(cfg, plan, result, size))
+        registry.write_folder(plan.export_dir, trained.model, meta(cfg, plan, result, size))
     return result
 
 
