@@ -88,7 +88,7 @@ run: setup
 	$(PY) -m shoplens.pipeline --env local --demo
 
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 # The whole DAG under `airflow dags test` on the standalone cluster for two consecutive days (make test: one day).
 e2e: setup

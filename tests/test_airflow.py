@@ -41,8 +41,16 @@ E2E_DAYS = tuple(
     (dt.date(2024, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(int(os.environ.get("SHOPLENS_E2E_DAYS", "1")))
 )
 E2E_EVENTS = 4000
-# Small settings, as `make run` uses: the run proves the wiring, not the models' quality.
-E2E_OVERRIDES = ("seqrec.epochs=2", "als.max_iter=3")
+# Small settings: the run proves the wiring, not the models' quality. A 4,000-event shop on one
+# 2-core executor needs two partitions per shuffle and per Delta snapshot (the local tests' settings),
+# one ALS grid point, one k for the clusters and tiny next-item models (both candidates still train).
+E2E_OVERRIDES = (
+    "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+    "als.max_iter=3", "als.grid.rank=[8]", "als.grid.alpha=[1.0]", "profiles.clusters.k_max=3",
+    "seqrec.epochs=2", "seqrec.gru4rec.embedding_dim=8", "seqrec.gru4rec.hidden_units=[8]",
+    "seqrec.sasrec.embedding_dim=8", "seqrec.sasrec.num_blocks=1",
+)
 JOBS_IN_ORDER = (
     ("ingest_landing", "build_silver_events", "build_sessions", "build_sequences", "train_next_item",
      "score_next_item"),
@@ -308,7 +316,43 @@ def test_the_nightly_dag_runs_consecutive_days_on_the_standalone_cluster(
             assert days <= dates, f"{spec.name} has rows for {sorted(dates)}, not both of {sorted(days)}"
         elif spec.name.startswith("gold."):
             assert table.limit(1).count() == 1, f"{spec.name} is empty"
+    _assert_runs_were_cluster_applications(spark, cfg, tasks)
     silver = spark.read.format("delta").load(catalog.SILVER_EVENTS.location(cfg))
     users = {r[0] for r in silver.select(S.USER_ID).distinct().limit(50).collect() if r[0]}
     # Pseudonymised with the worker's key: hex HMAC-SHA256 digests, never the landed ids.
     assert users and all(re.fullmatch(r"[0-9a-f]{64}", u) for u in users), sorted(users)[:3]
+
+
+def _assert_runs_were_cluster_applications(spark, cfg, tasks: set[str]) -> None:
+    """gold.pipeline_runs holds every task of every day, succeeded, as the application of the
+    standalone master that ran it; next-item training ran its Horovod ranks on the executor."""
+    import urllib.request
+
+    from pyspark.sql import functions as F
+
+    from shoplens import catalog, cluster
+    from shoplens import schemas as S
+    from shoplens.models import registry
+
+    layout = cluster.default_layout()
+    finished = {app["id"]: app["name"] for app in cluster.master_state(layout)["completedapps"]}
+    with urllib.request.urlopen(f"http://127.0.0.1:{layout.worker_ui_port}/json/", timeout=5) as response:
+        worker = json.load(response)
+    executor_apps = {e["appid"] for e in worker["finishedexecutors"] + worker["executors"]}
+    runs = spark.read.format("delta").load(catalog.PIPELINE_RUNS.location(cfg))
+    for day in E2E_DAYS:
+        rows = runs.where(F.col(S.RUN_DATE) == dt.date.fromisoformat(day)).collect()
+        assert {r[S.JOB]: r[S.STATUS] for r in rows} == {task: S.STATUS_SUCCEEDED for task in tasks}, rows
+        for row in rows:
+            assert finished.get(row[S.APP_ID]) == f"shoplens.{row[S.JOB]} {day}", (row, finished)
+            assert row[S.APP_ID] in executor_apps, (row[S.JOB], row[S.APP_ID])
+        train = next(r for r in rows if r[S.JOB] == "train_next_item")
+        driver_pid = int(train[S.DRIVER].rsplit(":", 1)[1])
+        meta = registry.read_meta(cfg, S.DATASET_LANDING, dt.date.fromisoformat(day))
+        processes = meta["processes"]
+        # Two ranks in two processes under the executor's JVM, neither of them the driver.
+        assert [p["rank"] for p in processes] == [0, 1] and meta["hvd_size"] == 2, processes
+        assert len({p["pid"] for p in processes}) == 2 and driver_pid not in {p["pid"] for p in processes}
+        for process in processes:
+            assert "org.apache.spark.executor.CoarseGrainedExecutorBackend" in process["jvm_command"], process
+            assert process["jvm_pid"] != driver_pid

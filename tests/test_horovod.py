@@ -1,30 +1,28 @@
-"""Horovod on Spark: ranks agree after training, in executor processes, locally and on the standalone
-cluster; a missing task slot fails within the start timeout; GPU is a configuration switch."""
+"""Horovod on Spark: ranks agree after training, in executor processes (locally here; on the standalone
+cluster in tests/test_package.py); a missing task slot fails within the start timeout; GPU is a
+configuration switch."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from shoplens import distributed, submit
-from shoplens.config import load_config
+from shoplens import distributed
 from shoplens.jobs import check_horovod
 
 RUN_DATE = dt.date(2024, 1, 1)
-CLUSTER_JOB_TIMEOUT_S = 300
 
 
 def _with_horovod(cfg, **changes):
     return dataclasses.replace(cfg, horovod=dataclasses.replace(cfg.horovod, **changes))
 
 
-def _assert_ranks_agree_after_training(report: dict, driver_pid: int) -> list[dict]:
+def assert_ranks_agree_after_training(report: dict, driver_pid: int) -> list[dict]:
     ranks = report["ranks"]
     assert report["problems"] == []
     assert [r["rank"] for r in ranks] == [0, 1]
@@ -59,42 +57,12 @@ def test_local_two_ranks_train_to_identical_weights_in_spark_worker_processes(sp
     report = check_horovod.run(spark, cfg, RUN_DATE)
 
     assert report["driver_pid"] == os.getpid()
-    ranks = _assert_ranks_agree_after_training(report, os.getpid())
+    ranks = assert_ranks_agree_after_training(report, os.getpid())
     for r in ranks:
         jvm = r["ancestors"][-1]
         # local[2]: the tasks run in the driver's own JVM, which this test process started.
         assert "org.apache.spark.deploy.SparkSubmit" in jvm["cmdline"]
         assert jvm["ppid"] == os.getpid()
-
-
-@pytest.mark.horovod
-@pytest.mark.cluster
-def test_cluster_two_ranks_train_to_identical_weights_in_the_standalone_executor(
-    standalone_cluster, local_overrides, root
-):
-    conf_dir = root / "conf"
-    overrides = tuple(local_overrides)
-    cluster_cfg = load_config("cluster", conf_dir, overrides)
-    assert cluster_cfg.spark.master == standalone_cluster
-    spec = submit.spec_from_clone(cluster_cfg, conf_dir, root, overrides)
-    argv = submit.command(spec, "check_horovod", RUN_DATE.isoformat(), submit.spark_submit_path())
-
-    done = subprocess.run(
-        argv, env=submit.submit_env(spec), capture_output=True, text=True, timeout=CLUSTER_JOB_TIMEOUT_S
-    )
-
-    assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    driver_pid = report["driver_pid"]
-    ranks = _assert_ranks_agree_after_training(report, driver_pid)
-    for r in ranks:
-        jvm = r["ancestors"][-1]
-        assert "org.apache.spark.executor.CoarseGrainedExecutorBackend" in jvm["cmdline"]
-        # The executor is not the driver's JVM, nor a child of the driver.
-        assert driver_pid not in {p["pid"] for p in r["ancestors"]}
-        assert jvm["ppid"] != driver_pid
-    # Both ranks ran in the same executor (one executor with 2 cores).
-    assert len({r["ancestors"][-1]["pid"] for r in ranks}) == 1
 
 
 @pytest.mark.horovod

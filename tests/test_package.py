@@ -19,6 +19,7 @@ from shoplens import schemas as S
 from shoplens.demo import FIXTURE_LANDING
 
 from .conftest import ROOT
+from .test_horovod import assert_ranks_agree_after_training
 
 pytestmark = pytest.mark.cluster
 
@@ -75,9 +76,14 @@ def test_packaged_horovod_trains_in_the_shipped_environment_on_the_executors(pac
     result = subprocess.run(argv, env=submit.submit_env(spec), capture_output=True, text=True, check=False, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["problems"] == []
-    assert len({r["weights_sha256"] for r in report["ranks"]}) == 1
-    for rank in report["ranks"]:
+    driver_pid = report["driver_pid"]
+    ranks = assert_ranks_agree_after_training(report, driver_pid)
+    for rank in ranks:
+        # In the executor's JVM, which is neither the driver's nor its child; both ranks in the one
+        # executor (2 cores).
+        assert driver_pid not in {p["pid"] for p in rank["ancestors"]} and rank["ancestors"][-1]["ppid"] != driver_pid
+    assert len({r["ancestors"][-1]["pid"] for r in ranks}) == 1
+    for rank in ranks:
         # TensorFlow and Horovod came from the archive Spark unpacked for the executor, not from
         # the driver's environment.
         assert rank["python"].endswith("/environment/bin/python"), rank["python"]
