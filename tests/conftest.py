@@ -39,6 +39,18 @@ def root() -> Path:
     return ROOT
 
 
+# For tests that run whole nights of a shop of a few thousand events on 2 cores (`make run`, the
+# DAG): two partitions per shuffle and per Delta snapshot, one ALS grid point, one k for the clusters
+# and tiny next-item models (both candidates still train). Such runs prove the wiring, not quality.
+SMALL_SHOP_OVERRIDES = (
+    "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+    "als.max_iter=3", "als.grid.rank=[8]", "als.grid.alpha=[1.0]", "profiles.clusters.k_max=3",
+    "seqrec.epochs=2", "seqrec.gru4rec.embedding_dim=8", "seqrec.gru4rec.hidden_units=[8]",
+    "seqrec.sasrec.embedding_dim=8", "seqrec.sasrec.num_blocks=1",
+)
+
+
 @pytest.fixture(scope="session")
 def local_overrides(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Config overrides that point the local environment at this test run's own folders."""

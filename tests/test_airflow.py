@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import SMALL_SHOP_OVERRIDES
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 DAGS_FOLDER = ROOT / "airflow_dags"
@@ -41,16 +43,7 @@ E2E_DAYS = tuple(
     (dt.date(2024, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(int(os.environ.get("SHOPLENS_E2E_DAYS", "1")))
 )
 E2E_EVENTS = 4000
-# Small settings: the run proves the wiring, not the models' quality. A 4,000-event shop on one
-# 2-core executor needs two partitions per shuffle and per Delta snapshot (the local tests' settings),
-# one ALS grid point, one k for the clusters and tiny next-item models (both candidates still train).
-E2E_OVERRIDES = (
-    "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2",
-    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
-    "als.max_iter=3", "als.grid.rank=[8]", "als.grid.alpha=[1.0]", "profiles.clusters.k_max=3",
-    "seqrec.epochs=2", "seqrec.gru4rec.embedding_dim=8", "seqrec.gru4rec.hidden_units=[8]",
-    "seqrec.sasrec.embedding_dim=8", "seqrec.sasrec.num_blocks=1",
-)
+E2E_OVERRIDES = SMALL_SHOP_OVERRIDES
 JOBS_IN_ORDER = (
     ("ingest_landing", "build_silver_events", "build_sessions", "build_sequences", "train_next_item",
      "score_next_item"),
