@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 from shoplens.jobs import ingest_landing
+from shoplens.pipeline import LAST_DATE_STEPS, STEPS
 from shoplens.tables import describe_tables
 
-from .conftest import CONF_DIR
+from .conftest import CONF_DIR, SMALL_SHOP_OVERRIDES
 
 
 def test_describe_tables_lists_location_version_and_rows(spark, fresh_cfg, fixture_landing):
@@ -31,7 +32,8 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     result = subprocess.run(
         [sys.executable, "-m", "shoplens.pipeline", "--env", "local", "--demo", "--conf-dir", str(CONF_DIR),
          "--demo-days", "2", "--demo-events", "2000",
-         "--set", f"paths.warehouse={tmp_path / 'wh'}", "--set", f"paths.landing={tmp_path / 'landing'}"],
+         "--set", f"paths.warehouse={tmp_path / 'wh'}", "--set", f"paths.landing={tmp_path / 'landing'}",
+         *[arg for item in SMALL_SHOP_OVERRIDES for arg in ("--set", item)]],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -57,3 +59,6 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     assert summary["gold.model_metrics"]["rows"] > 0
     # The last date is complete, so it is published (the first one, without predictions, is not).
     assert summary["gold.published_runs"]["rows"] == 1
+    # Every job ran through its main, so gold.pipeline_runs holds one succeeded run of each: the
+    # first date without the three last-date steps.
+    assert summary["gold.pipeline_runs"]["rows"] == 2 * len(STEPS) - len(LAST_DATE_STEPS)

@@ -3,8 +3,10 @@
 With ``--demo`` it first generates the demo shop (``shoplens.demo.generate``: a few weeks of landing
 files with planted dirt and their ground truth under ``<landing>/_truth``) and runs every landing
 date in order, pseudonymising with the published demo key; otherwise it runs the given
-``--run-date``. Each step is the job's own ``run``, the
-same function spark-submit and Airflow run, so a local run and a cluster run compute the same.
+``--run-date``. Each step is the job's own ``main``, the entry point spark-submit and Airflow run,
+inside this one session: a local run computes what a cluster run computes, takes the same run
+locks and records every job in gold.pipeline_runs. A job that exits non-zero stops the pipeline
+with its exit code.
 """
 
 from __future__ import annotations
@@ -37,21 +39,21 @@ from shoplens.tables import describe_tables, format_table
 log = logging.getLogger(__name__)
 
 # The nightly jobs in dependency order; the Airflow DAG chains the same names.
-STEPS = (
-    ("ingest_landing", lambda spark, cfg, run_date, demo: ingest_landing.run(spark, cfg, run_date)),
-    ("build_silver_events", build_silver_events.run),
-    ("build_silver_items", lambda spark, cfg, run_date, demo: build_silver_items.run(spark, cfg, run_date)),
-    ("build_sessions", lambda spark, cfg, run_date, demo: build_sessions.run(spark, cfg, run_date)),
-    ("build_sequences", lambda spark, cfg, run_date, demo: build_sequences.run(spark, cfg, run_date)),
-    ("build_user_activity", lambda spark, cfg, run_date, demo: build_user_activity.run(spark, cfg, run_date)),
-    ("build_user_profiles", lambda spark, cfg, run_date, demo: build_user_profiles.run(spark, cfg, run_date)),
-    ("build_churn_scores", lambda spark, cfg, run_date, demo: build_churn_scores.run(spark, cfg, run_date)),
-    ("build_customer_value", lambda spark, cfg, run_date, demo: build_customer_value.run(spark, cfg, run_date)),
-    ("build_recommendations", lambda spark, cfg, run_date, demo: build_recommendations.run(spark, cfg, run_date)),
-    ("train_next_item", lambda spark, cfg, run_date, demo: train_next_item.run(spark, cfg, run_date)),
-    ("score_next_item", lambda spark, cfg, run_date, demo: score_next_item.run(spark, cfg, run_date)),
-    ("publish", lambda spark, cfg, run_date, demo: publish.run(spark, cfg, run_date)),
-)
+STEPS = {
+    "ingest_landing": ingest_landing.main,
+    "build_silver_events": build_silver_events.main,
+    "build_silver_items": build_silver_items.main,
+    "build_sessions": build_sessions.main,
+    "build_sequences": build_sequences.main,
+    "build_user_activity": build_user_activity.main,
+    "build_user_profiles": build_user_profiles.main,
+    "build_churn_scores": build_churn_scores.main,
+    "build_customer_value": build_customer_value.main,
+    "build_recommendations": build_recommendations.main,
+    "train_next_item": train_next_item.main,
+    "score_next_item": score_next_item.main,
+    "publish": publish.main,
+}
 # The demo trains the next-item model once, on its last date, with few epochs (the nightly DAG trains
 # every night): two Horovod launches a night would double the demo's time and show nothing more.
 # Only that date is complete (next-item predictions included), so only it is published.
@@ -86,18 +88,34 @@ def main(argv: list[str] | None = None) -> int:
         log.info("demo shop generated under %s: %d landing dates", cfg.paths.landing, len(dates))
     else:
         dates = [args.run_date]
+    # The jobs' mains find this session (getOrCreate) instead of starting their own.
     spark = build_session(cfg, "shoplens.pipeline")
     for run_date in dates:
-        for name, step in STEPS:
+        for name, main_of_job in STEPS.items():
             if args.demo and name in LAST_DATE_STEPS and run_date != dates[-1]:
                 continue
             log.info("running %s for %s", name, run_date)
-            step(spark, cfg, run_date, args.demo)
+            code = main_of_job(job_argv(name, run_date, args))
+            if code:
+                log.error("%s for %s exited with code %d: the pipeline stops here", name, run_date, code)
+                return code
     described = describe_tables(spark, cfg)
     print(f"\nShopLens tables under {cfg.paths.warehouse}:\n{format_table(described)}")
     print('Query them with: .venv/bin/python -m shoplens.sql "SELECT ... FROM bronze.events" (README.md)')
     print(json.dumps(described, sort_keys=True))
     return 0
+
+
+def job_argv(job: str, run_date: dt.date, args: argparse.Namespace) -> list[str]:
+    """The job's command line for ``run_date`` with the pipeline's environment, config and overrides."""
+    argv = ["--run-date", run_date.isoformat(), "--env", args.env]
+    if args.conf_dir:
+        argv += ["--conf-dir", args.conf_dir]
+    for item in args.overrides:
+        argv += ["--set", item]
+    if args.demo and job == "build_silver_events":
+        argv.append("--demo")
+    return argv
 
 
 if __name__ == "__main__":
