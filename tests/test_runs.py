@@ -264,7 +264,9 @@ def _version(spark, location: str) -> int:
 def test_a_second_run_of_a_date_while_the_first_runs_fails_naming_it_and_the_tables_stay_clean(
     spark, tmp_path, shared_landing, clean_tables
 ):
-    overrides = _overrides(tmp_path / "warehouse", shared_landing)
+    # The locks live outside the warehouse here (runs.lock_dir, as for a warehouse on S3).
+    lock_dir = tmp_path / "shared" / "locks"
+    overrides = [*_overrides(tmp_path / "warehouse", shared_landing), f"runs.lock_dir={lock_dir}"]
     cfg = load_config("local", CONF_DIR, overrides)
     ingest_landing.run(spark, cfg, DAY1)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
@@ -272,6 +274,7 @@ def test_a_second_run_of_a_date_while_the_first_runs_fails_naming_it_and_the_tab
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lock = Path(runs.run_lock_path(cfg, "ingest_landing", DAY2))
+        assert lock.is_relative_to(lock_dir)
         deadline = time.monotonic() + 300
         while not lock.exists():
             assert first.poll() is None and time.monotonic() < deadline, "the first run never took its run lock"
@@ -288,3 +291,7 @@ def test_a_second_run_of_a_date_while_the_first_runs_fails_naming_it_and_the_tab
         assertDataFrameEqual(spark.read.format("delta").load(spec.location(cfg)), clean_tables[spec.name])
     # Only the first run is recorded: the second stopped before writing anything.
     assert [(r[S.ATTEMPT], r[S.STATUS]) for r in _runs(spark, cfg, DAY2).collect()] == [(1, "succeeded")]
+    # Every lock, run and table commit alike, was taken under runs.lock_dir and released there.
+    assert not (tmp_path / "warehouse" / runs.LOCKS_DIR).exists()
+    assert {p.name for p in lock_dir.iterdir()} == {f"run_date={DAY2}", "tables"}
+    assert not list(lock_dir.rglob("*.lock"))

@@ -488,6 +488,9 @@ class RunsConfig:
     table_locks: bool
     # The publish job refuses a run date unless each of these tables holds rows for it (docs/RUNS.md).
     publish_required_tables: tuple[str, ...]
+    # Where the lock files live; empty: <warehouse>/_locks. A warehouse on S3 (no exclusive create)
+    # keeps its locks on a file system that has one, shared by every driver (HDFS, NFS).
+    lock_dir: str
 
     def __post_init__(self) -> None:
         if min(self.lock_wait_s, self.table_lock_wait_s) < 0 or min(self.lease_s, self.heartbeat_s, self.poll_s) <= 0:

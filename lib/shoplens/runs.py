@@ -2,7 +2,8 @@
 
 Every job's ``main`` runs its work inside :func:`job_run` (through ``cli.run_job``), which
 
-1. takes the run lock of (run date, job) under ``{warehouse}/_locks/`` (``shoplens.locks``), so two
+1. takes the run lock of (run date, job) under ``runs.lock_dir`` (default ``{warehouse}/_locks/``,
+   ``shoplens.locks``), so two
    runs of one job and date never write at once;
 2. numbers the attempt (``--attempt N``, else one more than ``gold.pipeline_runs`` holds), MERGEs
    a ``running`` row into ``gold.pipeline_runs`` and marks every earlier attempt of the same (job,
@@ -203,12 +204,17 @@ def add_input_rows(rows: int) -> None:
 
 
 # --- commits -------------------------------------------------------------------------------------------
+def lock_root(cfg: Config) -> str:
+    """The folder of the lock files: ``runs.lock_dir``, or ``<warehouse>/_locks`` when it is empty."""
+    return (cfg.runs.lock_dir or f"{cfg.paths.warehouse.rstrip('/')}/{LOCKS_DIR}").rstrip("/")
+
+
 def table_lock_path(cfg: Config, table: str) -> str:
-    return f"{cfg.paths.warehouse.rstrip('/')}/{LOCKS_DIR}/tables/{table}.lock"
+    return f"{lock_root(cfg)}/tables/{table}.lock"
 
 
 def run_lock_path(cfg: Config, job: str, run_date: dt.date) -> str:
-    return f"{cfg.paths.warehouse.rstrip('/')}/{LOCKS_DIR}/run_date={run_date.isoformat()}/{job}.lock"
+    return f"{lock_root(cfg)}/run_date={run_date.isoformat()}/{job}.lock"
 
 
 def _lock(run: RunContext, path: str, wait_s: float, purpose: str) -> Lock:
