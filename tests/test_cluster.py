@@ -28,6 +28,8 @@ def test_cluster_up_listens_on_loopback_only_and_down_leaves_nothing(tmp_path):
     layout = cluster.ClusterLayout(
         state_dir=tmp_path, master_port=7177, master_ui_port=8180, worker_ui_port=8181, worker_memory="1g"
     )
+    # A master left answering on these ports (a killed earlier test run) would be taken as this one.
+    assert cluster.master_state(layout) is None, "a Spark master already answers on port 8180: stop it first"
     assert cluster.up(layout) == "spark://127.0.0.1:7177"
     pids = [int(layout.pid_file(d).read_text()) for d in ("master", "worker")]
     try:
