@@ -5,11 +5,13 @@ Airflow's DAG processor does and prints what tests/test_airflow.py checks, as on
     python tests/airflow_probe.py integrity <dag_folder>
     python tests/airflow_probe.py render <dag_folder> <dag_id> <task_id> <fires_at ISO>
     python tests/airflow_probe.py fail <dag_folder> <dag_id> <task_id> <fires_at ISO> <try_number>
+    python tests/airflow_probe.py states <dag_id> <logical_date ISO>
 
 ``render`` renders the task's templated arguments, with the context Airflow's task runner builds,
 for the scheduled run that fires at ``fires_at``, for a manual run (and ``airflow dags test``) with
 that logical date, and for a manual run without a logical date. ``fail`` calls the task's failure
-callbacks as the task runner does for a try that raised, with that try number.
+callbacks as the task runner does for a try that raised, with that try number. ``states`` reads the
+state of the DAG run with that logical date, and of each of its task instances, from Airflow's database.
 """
 
 from __future__ import annotations
@@ -164,7 +166,26 @@ def fail(folder: str, dag_id: str, task_id: str, fires_at: str, try_number: str)
     return {"final": final, "called": [f.__name__ for f in callbacks]}
 
 
+def states(dag_id: str, logical_date: str) -> dict:
+    from airflow.models import DagRun as DagRunRow
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = (
+            session.query(DagRunRow)
+            .filter(DagRunRow.dag_id == dag_id, DagRunRow.logical_date == pendulum.parse(logical_date))
+            .one()
+        )
+        tasks = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+        return {"run": _state(run.state), "tasks": {ti.task_id: _state(ti.state) for ti in tasks}}
+
+
+def _state(state) -> str | None:
+    return getattr(state, "value", state)
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    result = {"integrity": integrity, "render": render, "fail": fail}[command](*args)
+    result = {"integrity": integrity, "render": render, "fail": fail, "states": states}[command](*args)
     print("PROBE-RESULT " + json.dumps(result, default=str))

@@ -213,6 +213,53 @@ def test_a_failed_try_is_recorded_by_the_callback_with_its_run_date_and_whether_
     assert all(r["dag_id"] == DAG_ID and "spark-submit exited with code 1" in r["error"] for r in records)
 
 
+def test_a_failed_quality_gate_stops_everything_downstream_and_says_why(airflow_env, tmp_path):
+    """A night whose landed events fail ingest's Great Expectations gate, run by `airflow dags test`
+    with retries off and a local Spark master: ingest fails naming the expectation, every task
+    downstream of it is upstream_failed (publish too), and nothing reaches silver or publication."""
+    from shoplens.demo import generate
+
+    shop_day, fires_at = "2024-03-01", "2024-03-02T00:00:00+00:00"
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    generate(landing, shop_day, 1, 1000, seed=5, overwrite=True)
+    # Valid JSON without an event id, about 13% of the day's lines: above the gate's tolerance.
+    events = {"event_time": f"{shop_day}T10:00:00Z", "event_type": "view", "user_id": "u1", "item_id": "i1"}
+    (landing / "events" / shop_day / "part-99999.jsonl").write_text((json.dumps(events) + "\n") * 150)
+    spec = tmp_path / "submit.json"
+    subprocess.run(
+        [sys.executable, "-m", "shoplens.submit", "ingest_landing", "--run-date", shop_day, "--env", "local",
+         "--conf-dir", str(CONF_DIR), "--set", f"paths.warehouse={warehouse}", "--set", f"paths.landing={landing}",
+         *[arg for item in E2E_OVERRIDES for arg in ("--set", item)], "--write-spec", str(spec)],
+        check=True, cwd=ROOT, env={**os.environ, "SHOPLENS_CONF_DIR": str(CONF_DIR)},
+    )
+    failures = tmp_path / "failures.jsonl"
+    env = {
+        **airflow_env,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(_dag_variant(tmp_path, ('"retries": 3,', '"retries": 0,'))),
+        "AIRFLOW_CONN_SHOPLENS_SPARK": json.dumps({"conn_type": "spark", "host": "local[2]",
+                                                   "extra": {"deploy-mode": "client"}}),
+        "SHOPLENS_SUBMIT_SPEC": str(spec),
+        "SHOPLENS_FAILURE_LOG": str(failures),
+        "SHOPLENS_PSEUDONYM_KEY": "airflow-test-key",
+    }
+
+    _, out, aborted = _run_watched([str(AIRFLOW_BIN / "airflow"), "dags", "test", DAG_ID, fires_at], env,
+                                   timeout_s=1800, abort_on="up_for_retry")
+
+    assert not aborted, f"{aborted}\n{out[-8000:]}"
+    assert "QualityGateFailed" in out and "expect_column_values_to_not_be_null on bronze.events.event_id" in out, out[-8000:]
+    result = _probe(env, "states", DAG_ID, fires_at)
+    tasks = result["tasks"]
+    assert result["run"] == "failed" and tasks.pop("ingest_landing") == "failed", result
+    # The items feed does not depend on the events: it ran; everything else waits on ingest.
+    assert tasks.pop("build_silver_items") == "success", result
+    assert tasks and set(tasks.values()) == {"upstream_failed"}, result
+    records = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert [(r["task_id"], r["run_date"], r["will_retry"]) for r in records] == [("ingest_landing", shop_day, False)]
+    assert not (warehouse / "bronze" / "events").exists() and not (warehouse / "silver" / "events").exists()
+    assert not (warehouse / "gold" / "published_runs").exists()
+
+
 def _run_watched(argv: list[str], env: dict[str, str], timeout_s: float, abort_on: str) -> tuple[int, str, str]:
     """Runs argv, streaming its output; kills its process group on timeout or when a line contains
     ``abort_on``. Returns (exit code, output, why it was aborted or "")."""
