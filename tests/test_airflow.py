@@ -43,7 +43,6 @@ E2E_DAYS = tuple(
     (dt.date(2024, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(int(os.environ.get("SHOPLENS_E2E_DAYS", "1")))
 )
 E2E_EVENTS = 4000
-E2E_OVERRIDES = SMALL_SHOP_OVERRIDES
 JOBS_IN_ORDER = (
     ("ingest_landing", "build_silver_events", "build_sessions", "build_sequences", "train_next_item",
      "score_next_item"),
@@ -64,16 +63,20 @@ def _job_names() -> set[str]:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Landing and warehouse folders for the DAG's runs, and the SubmitSpec JSON that points at them."""
     base = tmp_path_factory.mktemp("airflow_ws")
-    spec = base / "submit.json"
+    _write_spec(base / "submit.json", "cluster", base / "warehouse", base / "landing")
+    return base
+
+
+def _write_spec(spec: Path, env: str, warehouse: Path, landing: Path) -> None:
+    """Writes the SubmitSpec the DAG reads: the config environment, these folders, the small-shop settings."""
     subprocess.run(
         [sys.executable, "-m", "shoplens.submit", "ingest_landing", "--run-date", "2024-01-01",
-         "--env", "cluster", "--conf-dir", str(CONF_DIR),
-         "--set", f"paths.warehouse={base / 'warehouse'}", "--set", f"paths.landing={base / 'landing'}",
-         *[arg for item in E2E_OVERRIDES for arg in ("--set", item)],
+         "--env", env, "--conf-dir", str(CONF_DIR),
+         "--set", f"paths.warehouse={warehouse}", "--set", f"paths.landing={landing}",
+         *[arg for item in SMALL_SHOP_OVERRIDES for arg in ("--set", item)],
          "--write-spec", str(spec)],
         check=True, cwd=ROOT, env={**os.environ, "SHOPLENS_CONF_DIR": str(CONF_DIR)},
     )
-    return base
 
 
 @pytest.fixture(scope="session")
@@ -226,12 +229,7 @@ def test_a_failed_quality_gate_stops_everything_downstream_and_says_why(airflow_
     events = {"event_time": f"{shop_day}T10:00:00Z", "event_type": "view", "user_id": "u1", "item_id": "i1"}
     (landing / "events" / shop_day / "part-99999.jsonl").write_text((json.dumps(events) + "\n") * 150)
     spec = tmp_path / "submit.json"
-    subprocess.run(
-        [sys.executable, "-m", "shoplens.submit", "ingest_landing", "--run-date", shop_day, "--env", "local",
-         "--conf-dir", str(CONF_DIR), "--set", f"paths.warehouse={warehouse}", "--set", f"paths.landing={landing}",
-         *[arg for item in E2E_OVERRIDES for arg in ("--set", item)], "--write-spec", str(spec)],
-        check=True, cwd=ROOT, env={**os.environ, "SHOPLENS_CONF_DIR": str(CONF_DIR)},
-    )
+    _write_spec(spec, "local", warehouse, landing)
     failures = tmp_path / "failures.jsonl"
     env = {
         **airflow_env,

@@ -78,12 +78,11 @@ def test_packaged_horovod_trains_in_the_shipped_environment_on_the_executors(pac
     report = json.loads(result.stdout.strip().splitlines()[-1])
     driver_pid = report["driver_pid"]
     ranks = assert_ranks_agree_after_training(report, driver_pid)
-    for rank in ranks:
-        # In the executor's JVM, which is neither the driver's nor its child; both ranks in the one
-        # executor (2 cores).
-        assert driver_pid not in {p["pid"] for p in rank["ancestors"]} and rank["ancestors"][-1]["ppid"] != driver_pid
+    # Both ranks in the one executor (2 cores).
     assert len({r["ancestors"][-1]["pid"] for r in ranks}) == 1
     for rank in ranks:
+        # In the executor's JVM, which is neither the driver's nor its child.
+        assert driver_pid not in {p["pid"] for p in rank["ancestors"]} and rank["ancestors"][-1]["ppid"] != driver_pid
         # TensorFlow and Horovod came from the archive Spark unpacked for the executor, not from
         # the driver's environment.
         assert rank["python"].endswith("/environment/bin/python"), rank["python"]

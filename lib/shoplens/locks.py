@@ -3,7 +3,8 @@
 Two kinds guard the jobs' writes (docs/RUNS.md): the run lock of one (run date, job), held for the
 whole run, and the commit lock of one table, held around each commit to it. A lock is a small JSON
 file under ``runs.lock_dir`` (default ``{warehouse}/_locks/``) naming its holder (job, run date,
-attempt, host, pid, Spark app, acquired at, lease). Taking it is one exclusive create, which fails when the file exists:
+attempt, host, pid, Spark app, acquired at, lease). Taking it is one exclusive create, which fails
+when the file exists:
 
 - HDFS: ``FileSystem.create(path, overwrite=false)`` is atomic at the NameNode.
 - Local (``file:``) paths: Hadoop's local ``create`` checks for the file and then opens it, which

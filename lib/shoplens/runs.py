@@ -3,8 +3,7 @@
 Every job's ``main`` runs its work inside :func:`job_run` (through ``cli.run_job``), which
 
 1. takes the run lock of (run date, job) under ``runs.lock_dir`` (default ``{warehouse}/_locks/``,
-   ``shoplens.locks``), so two
-   runs of one job and date never write at once;
+   ``shoplens.locks``), so two runs of one job and date never write at once;
 2. numbers the attempt (``--attempt N``, else one more than ``gold.pipeline_runs`` holds), MERGEs
    a ``running`` row into ``gold.pipeline_runs`` and marks every earlier attempt of the same (job,
    run date) still ``running`` as ``abandoned``: holding the run lock, it knows they are dead;
