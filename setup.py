@@ -36,6 +36,6 @@ setup(
     ],
     entry_points={
         "console_scripts": [f"shoplens-{job.replace('_', '-')}=shoplens.jobs.{job}:main" for job in JOBS]
-        + ["shoplens-tables=shoplens.tables:main"],
+        + ["shoplens-tables=shoplens.tables:main", "shoplens-backfill=shoplens.backfill:main"],
     },
 )

@@ -42,6 +42,8 @@ def root() -> Path:
 # For tests that run whole nights of a shop of a few thousand events on 2 cores (`make run`, the
 # DAG): two partitions per shuffle and per Delta snapshot, one ALS grid point, one k for the clusters
 # and tiny next-item models (both candidates still train). Such runs prove the wiring, not quality.
+# Short leases so that a run after a killed one breaks its locks in seconds, not minutes.
+FAST_RUNS = ("runs.lease_s=2", "runs.heartbeat_s=0.5", "runs.poll_s=0.2", "runs.lock_wait_s=30")
 SMALL_SHOP_OVERRIDES = (
     "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2",
     "spark.conf.spark.databricks.delta.snapshotPartitions=2",

@@ -24,11 +24,9 @@ from shoplens.io import LandingNotFound
 from shoplens.jobs import build_silver_events, ingest_landing
 from shoplens.locks import Lock, LockLost, LockTimeout
 
-from .conftest import CONF_DIR, ROOT
+from .conftest import CONF_DIR, FAST_RUNS, ROOT
 
 DAY1, DAY2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
-# Short leases so that a run after a killed one breaks its locks in seconds, not minutes.
-FAST_RUNS = ["runs.lease_s=2", "runs.heartbeat_s=0.5", "runs.poll_s=0.2", "runs.lock_wait_s=30"]
 INGEST_TABLES = (catalog.BRONZE_EVENTS, catalog.QUARANTINE, catalog.QUALITY_RESULTS)
 
 

@@ -243,6 +243,7 @@ def test_a_rerun_replaces_its_own_date_only(spark, world):
 def test_no_model_version_on_or_before_the_run_date_is_a_clear_error(spark, world):
     cfg = world["cfg"]
     early = VERSION - dt.timedelta(days=1)
+    # run(), not main(): main refuses a date before one it already scored (runs.OutOfOrderRun).
     with pytest.raises(score_next_item.ModelVersionNotFound, match=r"on or before 2024-01-03 .*landing.*next_item"):
-        score_next_item.main(_argv(world, early))
+        score_next_item.run(spark, cfg, early, [DATASET])
     assert _slice(spark, cfg, early).count() == 0

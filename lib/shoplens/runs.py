@@ -58,6 +58,12 @@ ERROR_MAX_CHARS = 2000
 LOCKS_DIR = "_locks"
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 _DURING_COMMIT_POLL_S = 0.02
+# Jobs that may run for any date in any order: the backfill itself (it rewinds, then runs the dates in order).
+ORDER_FREE_JOBS = frozenset({"backfill"})
+
+
+class OutOfOrderRun(RuntimeError):
+    """A job was started for a run date earlier than one it has already processed."""
 
 
 class RunRecordError(RuntimeError):
@@ -392,6 +398,60 @@ def _abandon_earlier(run: RunContext) -> None:
     _commit(run, spec, cfg, update, None, record=False)
 
 
+def mark_rewound(since: dt.date, note: str) -> None:
+    """Marks the succeeded runs of every other job for ``since`` or later as ``rewound`` (their
+    tables were rewound by the current run, a backfill); records nothing outside a run."""
+    from delta.tables import DeltaTable
+
+    run = _current
+    if run is None:
+        raise RuntimeError("mark_rewound outside a run: only a backfill's run rewinds")
+    spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
+    location = spec.location(cfg)
+    undone = (F.col(S.RUN_DATE) >= F.lit(since)) & (F.col(S.STATUS) == S.STATUS_SUCCEEDED) & (F.col(S.JOB) != run.job)
+    text = f"{note} (run {run.job} {run.run_date} attempt {run.attempt}, {_utc_now().isoformat(timespec='seconds')})"
+
+    def update() -> None:
+        DeltaTable.forPath(spark, location).update(undone, {S.STATUS: F.lit(S.STATUS_REWOUND), S.ERROR: F.lit(text)})
+
+    _commit(run, spec, cfg, update, None, record=False)
+
+
+def later_run_dates(
+    spark: SparkSession, cfg: Config, job: str, dataset: str | None, run_date: dt.date
+) -> list[dt.date]:
+    """The run dates after ``run_date`` for which ``job`` (on the same dataset) has a succeeded run."""
+    location = catalog.PIPELINE_RUNS.location(cfg)
+    if not catalog.table_exists(spark, location):
+        return []
+    later = (
+        spark.read.format("delta").load(location)
+        .where(
+            (F.col(S.JOB) == job) & F.col(S.DATASET).eqNullSafe(F.lit(dataset))
+            & (F.col(S.RUN_DATE) > F.lit(run_date)) & (F.col(S.STATUS) == S.STATUS_SUCCEEDED)
+        )
+        .select(S.RUN_DATE).distinct()
+    )
+    return sorted(r[0] for r in later.collect())  # one row per night processed: a few hundred at most
+
+
+def _refuse_out_of_order(run: RunContext) -> None:
+    """Fails the run, recorded, when the job already succeeded for a later date (see OutOfOrderRun)."""
+    later = later_run_dates(run.spark, run.cfg, run.job, run.dataset, run.run_date)
+    if not later:
+        return
+    shown = ", ".join(d.isoformat() for d in later[:5]) + (f" and {len(later) - 5} more" if len(later) > 5 else "")
+    err = OutOfOrderRun(
+        f"{run.job} already succeeded for later run dates ({shown}): a run for {run.run_date} now would leave "
+        f"them computed without it (sessions continue night after night, vocabularies and indices grow, "
+        f"profiles roll up). Re-process from {run.run_date} on, in date order, with "
+        f"`python -m shoplens.backfill --dates {run.run_date}`: it rewinds every table to the end of "
+        f"{run.run_date - dt.timedelta(days=1)} and runs {run.run_date} through {later[-1]} again (docs/RUNS.md)"
+    )
+    _write_record(run, S.STATUS_FAILED, _error_text(err))
+    raise err
+
+
 def _utc_now() -> dt.datetime:
     # Time-zone aware: PySpark would read a naive datetime in the machine's local time zone.
     return dt.datetime.now(dt.UTC)
@@ -445,6 +505,8 @@ def job_run(
                 f"could not record the start of {job} {run_date} attempt {run.attempt} in gold.pipeline_runs: {err}"
             ) from err
         log.info("run of %s for %s, attempt %d", job, run_date, run.attempt)
+        if job not in ORDER_FREE_JOBS:
+            _refuse_out_of_order(run)
         _current = run
         try:
             yield run

@@ -667,6 +667,9 @@ STATUS_FAILED = "failed"
 # An earlier attempt still "running" when a later one of the same (job, run date) takes the run lock:
 # it died without recording its end (killed, timed out, driver lost).
 STATUS_ABANDONED = "abandoned"
+# A succeeded run whose tables a backfill rewound to before its run date (shoplens.backfill); the
+# backfill's own run of the date follows as a later attempt.
+STATUS_REWOUND = "rewound"
 
 PIPELINE_RUNS = T.StructType(
     [

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +90,11 @@ def load_package_spec(package_dir: Path) -> SubmitSpec:
     return SubmitSpec.from_json(path.read_text())
 
 
-def command(spec: SubmitSpec, job: str, run_date: str, spark_submit: str = "spark-submit") -> list[str]:
-    """Returns the spark-submit argv that runs ``job`` for ``run_date`` (client deploy mode)."""
+def command(
+    spec: SubmitSpec, job: str, run_date: str, spark_submit: str = "spark-submit", extra: Sequence[str] = ()
+) -> list[str]:
+    """Returns the spark-submit argv that runs ``job`` for ``run_date`` (client deploy mode), with
+    ``extra`` arguments for the job after its usual ones."""
     argv = [spark_submit, "--master", spec.master, "--deploy-mode", "client", "--name", f"shoplens.{job} {run_date}"]
     for key, value in sorted(spec.conf.items()):
         if key in _FLAG_SETTINGS:
@@ -101,7 +105,7 @@ def command(spec: SubmitSpec, job: str, run_date: str, spark_submit: str = "spar
         argv += ["--py-files", ",".join(spec.py_files)]
     if spec.archives:
         argv += ["--archives", ",".join(spec.archives)]
-    return argv + [spec.application(job), *spec.application_args(run_date)]
+    return argv + [spec.application(job), *spec.application_args(run_date), *extra]
 
 
 def submit_env(spec: SubmitSpec) -> dict[str, str]:
@@ -130,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--package", type=Path, default=None, help="submit from a built package (dist/)")
     parser.add_argument("--print", action="store_true", help="print the command instead of running it")
     parser.add_argument("--write-spec", type=Path, default=None, help="write the SubmitSpec JSON here and stop")
+    parser.add_argument("extra", nargs="*", help="more arguments for the job, after --, e.g. -- --rewind-only")
     args = cli.parse(parser, argv)
     if args.package:
         spec = load_package_spec(args.package.resolve())
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_spec:
         args.write_spec.write_text(spec.to_json())
         return 0
-    argv_ = command(spec, args.job, args.run_date.isoformat(), spark_submit_path())
+    argv_ = command(spec, args.job, args.run_date.isoformat(), spark_submit_path(), args.extra)
     if args.print:
         print(" ".join(argv_))
         return 0
