@@ -36,6 +36,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 JOB = "backfill"
 # runs.RunContext.next_commit_tag: "shoplens <job> <run date> attempt <n> commit <k> <random>".
 _COMMIT_TAG = re.compile(r"^shoplens (?P<job>\S+) (?P<run_date>\d{4}-\d{2}-\d{2}) attempt \d+ commit \d+ ")
+# EndOfBase.version of a table whose version at the end of the base predates its retained log.
+BEFORE_HISTORY = -1
 _DATED_FOLDER = re.compile(r"^(run_date|fit_date)=(?P<date>\d{4}-\d{2}-\d{2})$")
 
 
@@ -78,74 +81,133 @@ class Rewind:
     to_version: int | None
 
 
+def processed_dates(spark: SparkSession, cfg: Config, jobs: Sequence[str], since: dt.date) -> list[dt.date]:
+    """Run dates from ``since`` on for which one of ``jobs`` (on the nightly feed) succeeded, or was
+    rewound by a backfill that has not finished, sorted."""
+    location = catalog.PIPELINE_RUNS.location(cfg)
+    if not catalog.table_exists(spark, location):
+        return []
+    rows = (
+        spark.read.format("delta").load(location)
+        .where(
+            F.col(S.JOB).isin(list(jobs)) & (F.col(S.RUN_DATE) >= F.lit(since))
+            & F.col(S.STATUS).isin(S.STATUS_SUCCEEDED, S.STATUS_REWOUND)
+            & (F.col(S.DATASET).isNull() | (F.col(S.DATASET) == S.DATASET_LANDING))
+        )
+        .select(S.RUN_DATE).distinct()
+    )
+    return sorted(r[0] for r in rows.collect())  # one row per night processed
+
+
 def plan(spark: SparkSession, cfg: Config, requested: Sequence[dt.date], jobs: Sequence[str]) -> Plan:
-    """The requested dates and every later date on which one of ``jobs`` succeeded (or was rewound
-    by an unfinished backfill), in date order."""
+    """The requested dates and every later date already processed by one of ``jobs``, in date order."""
     if not requested:
         raise ValueError("give at least one date to backfill")
-    first = min(requested)
-    later: list[dt.date] = []
-    location = catalog.PIPELINE_RUNS.location(cfg)
-    if catalog.table_exists(spark, location):
-        rows = (
-            spark.read.format("delta").load(location)
-            .where(
-                F.col(S.JOB).isin(list(jobs)) & (F.col(S.RUN_DATE) > F.lit(first))
-                & F.col(S.STATUS).isin(S.STATUS_SUCCEEDED, S.STATUS_REWOUND)
-                & (F.col(S.DATASET).isNull() | (F.col(S.DATASET) == S.DATASET_LANDING))
-            )
-            .select(S.RUN_DATE).distinct()
-        )
-        later = [r[0] for r in rows.collect()]  # one row per night processed
+    later = processed_dates(spark, cfg, jobs, min(requested))
     return Plan(tuple(sorted(set(requested))), tuple(sorted(set(requested) | set(later))))
 
 
-def rewinds(spark: SparkSession, cfg: Config, base: dt.date) -> list[Rewind]:
-    """For each existing table but gold.pipeline_runs whose history has a commit by a run of a date
-    after ``base``: the version before the first such commit."""
+def rewind_as_run(
+    spark: SparkSession, cfg: Config, p: Plan, jobs: Sequence[str], **run_args: Any
+) -> tuple[list[Rewind], list[str]]:
+    """:func:`rewind` inside the backfill's own recorded run for the plan's first date."""
+    with runs.job_run(spark, cfg, JOB, p.dates[0], **run_args):
+        return rewind(spark, cfg, p, jobs)
+
+
+@dataclass(frozen=True)
+class EndOfBase:
+    """A table at some version, read back to the end of the night ``base``.
+
+    ``version``: the version equal to the table at the end of ``base`` (None: the table did not exist
+    then); ``undone``: the commits by runs of later dates since that version (``job date``);
+    ``blocked``: commits on or before ``base`` made after later ones, which no version can keep
+    while dropping those.
+    """
+
+    version: int | None
+    undone: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+
+
+def end_of_base(history: Sequence[Any], base: dt.date) -> EndOfBase:
+    """Replays a table's commits (ascending) to find its version at the end of ``base``.
+
+    A commit tagged with a date after ``base`` is undone; one on or before it (or untagged: written
+    outside a run) moves the answer forward, unless later ones came before it. A backfill's RESTORE
+    or DELETE for first date F puts the table at the end of F-1: the answer when F-1 is on or before
+    ``base`` (later replays build on it), else the answer at the version it restored.
+    """
+    at: dict[int, EndOfBase] = {}
+    # Before version 0 the table did not exist; before a later first version, the log was cleaned up.
+    state = EndOfBase(None if not history or int(history[0]["version"]) == 0 else BEFORE_HISTORY)
+    for commit in history:
+        version = int(commit["version"])
+        tag = _COMMIT_TAG.match(commit["userMetadata"] or "")
+        job, day = (tag["job"], dt.date.fromisoformat(tag["run_date"])) if tag else (None, None)
+        if job == JOB and day is not None and commit["operation"] in ("RESTORE", "DELETE"):
+            if day - dt.timedelta(days=1) <= base:
+                state = EndOfBase(version)
+            elif commit["operation"] == "DELETE":
+                state = EndOfBase(None)
+            else:
+                restored = int((commit["operationParameters"] or {})["version"])
+                if restored not in at:
+                    raise BackfillError(
+                        f"version {restored}, which a backfill restored, is no longer in the table's Delta history"
+                    )
+                state = at[restored]
+        elif day is not None and day > base:
+            state = EndOfBase(state.version, (*state.undone, f"{job} {day}"), state.blocked)
+        elif state.undone:
+            what = f"{job} {day}" if tag else "a commit made outside a run"
+            state = EndOfBase(state.version, state.undone, (*state.blocked, f"{what} (version {version})"))
+        else:
+            state = EndOfBase(version)
+        at[version] = state
+    return state
+
+
+def rewinds(spark: SparkSession, cfg: Config, base: dt.date, jobs: Sequence[str]) -> list[Rewind]:
+    """For each existing table but gold.pipeline_runs with commits by runs of dates after ``base``:
+    the version it had at the end of ``base`` (None: it did not exist then).
+
+    Raises: BackfillError, before anything changes, when a table's history no longer reaches that
+    version, or when the rewind would undo commits the replay of ``jobs`` does not make again (a
+    bulk load, a job on another dataset) or lose commits on or before ``base`` made after later ones.
+    """
     from delta.tables import DeltaTable
 
-    found = []
+    found, refused = [], []
     for spec in catalog.TABLES:
         location = spec.location(cfg)
         if spec is catalog.PIPELINE_RUNS or not catalog.table_exists(spark, location):
             continue
         # The table's log: one row per commit, read from _delta_log, never from the data.
-        history = DeltaTable.forPath(spark, location).history().select("version", "userMetadata").collect()
-        later = [
-            int(r["version"]) for r in history
-            if (tag := _COMMIT_TAG.match(r["userMetadata"] or "")) and dt.date.fromisoformat(tag["run_date"]) > base
-        ]
-        if not later:
+        history = sorted(
+            DeltaTable.forPath(spark, location).history()
+            .select("version", "operation", "operationParameters", "userMetadata").collect(),
+            key=lambda r: int(r["version"]),
+        )
+        end = end_of_base(history, base)
+        if not end.undone:
             continue
-        oldest_kept = min(int(r["version"]) for r in history)
-        first_later = min(later)
-        if first_later - 1 < oldest_kept:
-            if first_later == 0:
-                found.append(Rewind(spec.name, max(int(r["version"]) for r in history), None))
-                continue
-            raise BackfillError(
-                f"{spec.name}: its version at the end of {base} ({first_later - 1}) is no longer in its Delta "
-                f"history (oldest kept: {oldest_kept}); backfill into a new warehouse from the landing files"
-            )
-        found.append(Rewind(spec.name, max(int(r["version"]) for r in history), first_later - 1))
+        current = int(history[-1]["version"])
+        foreign = sorted({u for u in end.undone if u.split(" ")[0] not in (*jobs, JOB)})
+        if foreign:
+            refused.append(f"{spec.name} would lose {', '.join(foreign)}, which the replay does not run again")
+        if end.blocked:
+            refused.append(f"{spec.name} would lose {', '.join(end.blocked)}, committed after later nights")
+        if end.version == BEFORE_HISTORY:
+            refused.append(f"{spec.name}: its version at the end of {base} is no longer in its Delta history")
+        found.append(Rewind(spec.name, current, end.version))
+    if refused:
+        raise BackfillError(
+            f"cannot rewind to the end of {base}: " + "; ".join(refused)
+            + ". Nothing was changed: re-run those after the backfill, backfill from a later date, or rebuild "
+            "into a new warehouse from the landing files"
+        )
     return found
-
-
-def _foreign_runs(spark: SparkSession, cfg: Config, base: dt.date, jobs: Sequence[str]) -> list[str]:
-    """Succeeded runs after ``base`` that the replay would not repeat (bulk loads, other datasets)."""
-    location = catalog.PIPELINE_RUNS.location(cfg)
-    if not catalog.table_exists(spark, location):
-        return []
-    nightly = F.col(S.JOB).isin(list(jobs)) & (F.col(S.DATASET).isNull() | (F.col(S.DATASET) == S.DATASET_LANDING))
-    rows = (
-        spark.read.format("delta").load(location)
-        .where((F.col(S.RUN_DATE) > F.lit(base)) & (F.col(S.STATUS) == S.STATUS_SUCCEEDED) & ~nightly)
-        .where(F.col(S.JOB) != JOB)
-        .select(S.JOB, S.RUN_DATE, S.DATASET).distinct()
-        .orderBy(S.RUN_DATE, S.JOB)
-    )
-    return [f"{r[S.JOB]} {r[S.RUN_DATE]} (dataset {r[S.DATASET]})" for r in rows.collect()]
 
 
 def model_folders_after(cfg: Config, base: dt.date) -> list[str]:
@@ -187,13 +249,7 @@ def rewind(spark: SparkSession, cfg: Config, p: Plan, jobs: Sequence[str]) -> tu
     records each commit. Returns the tables' rewinds and the model folders removed."""
     from delta.tables import DeltaTable
 
-    foreign = _foreign_runs(spark, cfg, p.base, jobs)
-    if foreign:
-        raise BackfillError(
-            "the rewind would undo runs the backfill does not repeat: " + "; ".join(foreign)
-            + f". Run them again after the backfill, or backfill from after {p.base}"
-        )
-    planned = rewinds(spark, cfg, p.base)
+    planned = rewinds(spark, cfg, p.base, jobs)
     for step in planned:
         spec = catalog.table_spec(step.table)
         table = DeltaTable.forPath(spark, spec.location(cfg))
@@ -229,11 +285,10 @@ def backfill(
              p.base, ", ".join(map(str, p.dates)))
     summary = {"requested": [str(d) for d in p.requested], "dates": [str(d) for d in p.dates], "base": str(p.base)}
     if args.dry_run:
-        summary["rewind"] = {r.table: r.to_version for r in rewinds(spark, cfg, p.base)}
+        summary["rewind"] = {r.table: r.to_version for r in rewinds(spark, cfg, p.base, list(steps))}
         summary["models_removed"] = model_folders_after(cfg, p.base)
         return summary
-    with runs.job_run(spark, cfg, JOB, p.dates[0], attempt=args.attempt, arguments=args.argv):
-        done, folders = rewind(spark, cfg, p, list(steps))
+    done, folders = rewind_as_run(spark, cfg, p, list(steps), attempt=args.attempt, arguments=args.argv)
     summary["rewind"] = {r.table: r.to_version for r in done}
     summary["models_removed"] = folders
     if args.rewind_only:

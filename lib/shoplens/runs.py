@@ -58,8 +58,9 @@ ERROR_MAX_CHARS = 2000
 LOCKS_DIR = "_locks"
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 _DURING_COMMIT_POLL_S = 0.02
-# Jobs that may run for any date in any order: the backfill itself (it rewinds, then runs the dates in order).
-ORDER_FREE_JOBS = frozenset({"backfill"})
+# Jobs that may run for any date in any order: the backfill (it rewinds, then runs the dates in order),
+# a bulk load (it owns all of its dataset's history) and the Horovod check (it writes no table).
+ORDER_FREE_JOBS = frozenset({"backfill", "load_history", "check_horovod"})
 
 
 class OutOfOrderRun(RuntimeError):
@@ -446,7 +447,8 @@ def _refuse_out_of_order(run: RunContext) -> None:
         f"them computed without it (sessions continue night after night, vocabularies and indices grow, "
         f"profiles roll up). Re-process from {run.run_date} on, in date order, with "
         f"`python -m shoplens.backfill --dates {run.run_date}`: it rewinds every table to the end of "
-        f"{run.run_date - dt.timedelta(days=1)} and runs {run.run_date} through {later[-1]} again (docs/RUNS.md)"
+        f"{run.run_date - dt.timedelta(days=1)} and runs {run.run_date} through {later[-1]} again (docs/RUNS.md). "
+        f"A run for an imported history's date belongs in a warehouse of its own, or before the nightly runs"
     )
     _write_record(run, S.STATUS_FAILED, _error_text(err))
     raise err
