@@ -6,7 +6,8 @@ date in order, pseudonymising with the published demo key; otherwise it runs the
 ``--run-date``. Each step is the job's own ``main``, the entry point spark-submit and Airflow run,
 inside this one session: a local run computes what a cluster run computes, takes the same run
 locks and records every job in gold.pipeline_runs. A job that exits non-zero stops the pipeline
-with its exit code.
+with its exit code. Dates processed before in the same warehouse are rewound first (as
+``shoplens.backfill`` does), so a second ``make run`` ends with the tables of the first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import sys
 
-from shoplens import cli, demo
+from shoplens import backfill, cli, demo
 from shoplens.jobs import (
     build_churn_scores,
     build_customer_value,
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         dates = [args.run_date]
     # The jobs' mains find this session (getOrCreate) instead of starting their own.
     spark = build_session(cfg, "shoplens.pipeline")
+    dates = _rewind_if_run_before(spark, cfg, dates, argv, args.demo)
     for run_date in dates:
         for name, main_of_job in STEPS.items():
             if args.demo and name in LAST_DATE_STEPS and run_date != dates[-1]:
@@ -104,6 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     print('Query them with: .venv/bin/python -m shoplens.sql "SELECT ... FROM bronze.events" (README.md)')
     print(json.dumps(described, sort_keys=True))
     return 0
+
+
+def _rewind_if_run_before(
+    spark, cfg, dates: list[dt.date], argv: list[str] | None, is_demo: bool
+) -> list[dt.date]:
+    """Dates already processed in this warehouse would be refused as out of order (``make run``
+    again, or ``--run-date`` of an earlier night): rewinds every table to the end of the day before
+    the first date (``shoplens.backfill``) and returns the dates to run. The demo runs its own days
+    only (its landing files are regenerated; nights after them stay rewound); a ``--run-date`` run
+    goes on through every later night processed before, as a backfill does."""
+    if not any(d > dates[0] for d in backfill.processed_dates(spark, cfg, list(STEPS), dates[0])):
+        return dates  # nothing processed after the first date: running it (again) is allowed
+    p = backfill.plan(spark, cfg, dates, list(STEPS))
+    if is_demo:
+        p = backfill.Plan(p.requested, tuple(dates))
+    log.info("the warehouse already holds runs after %s: rewinding it to the end of %s first", p.dates[0], p.base)
+    backfill.rewind_as_run(spark, cfg, p, list(STEPS), arguments=list(sys.argv[1:] if argv is None else argv))
+    return list(p.dates)
 
 
 def job_argv(job: str, run_date: dt.date, args: argparse.Namespace) -> list[str]:

@@ -134,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--package", type=Path, default=None, help="submit from a built package (dist/)")
     parser.add_argument("--print", action="store_true", help="print the command instead of running it")
     parser.add_argument("--write-spec", type=Path, default=None, help="write the SubmitSpec JSON here and stop")
-    parser.add_argument("extra", nargs="*", help="more arguments for the job, after --, e.g. -- --rewind-only")
-    args = cli.parse(parser, argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # After "--": the job's own arguments (e.g. -- --rewind-only for the backfill).
+    ours, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    args = cli.parse(parser, ours)
     if args.package:
         spec = load_package_spec(args.package.resolve())
         spec = dataclasses.replace(spec, overrides=(*spec.overrides, *args.overrides))
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_spec:
         args.write_spec.write_text(spec.to_json())
         return 0
-    argv_ = command(spec, args.job, args.run_date.isoformat(), spark_submit_path(), args.extra)
+    argv_ = command(spec, args.job, args.run_date.isoformat(), spark_submit_path(), extra)
     if args.print:
         print(" ".join(argv_))
         return 0
