@@ -15,6 +15,8 @@ DELTA_JARS := $(JARS_DIR)/delta-spark_2.13-$(DELTA_VERSION).jar $(JARS_DIR)/delt
 SPARK_HOME := $(VENV)/lib/python3.11/site-packages/pyspark
 RUN_DATE ?= 2024-01-01
 PYTEST_ARGS ?=
+# make test's marker expression: the slow end-to-end proofs are make e2e's.
+TEST_MARKERS ?= not slow
 # Test workers (pytest-xdist); 0 runs the suite in this process.
 TEST_WORKERS ?= 2
 
@@ -88,11 +90,14 @@ run: setup
 	$(PY) -m shoplens.pipeline --env local --demo
 
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
 
-# The whole DAG under `airflow dags test` on the standalone cluster for two consecutive days (make test: one day).
+# The heavy end-to-end proofs: the whole DAG under `airflow dags test` on the standalone cluster for
+# two consecutive days (make test: one day), and the backfill of a missed night (tests marked slow).
 e2e: setup
-	SHOPLENS_E2E_DAYS=2 $(PY) -m pytest -n 0 tests/test_airflow.py -k consecutive_days $(PYTEST_ARGS)
+	SHOPLENS_E2E_DAYS=2 $(PY) -m pytest -n 0 --durations=10 \
+		tests/test_airflow.py::test_the_nightly_dag_runs_consecutive_days_on_the_standalone_cluster \
+		tests/test_backfill.py $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests airflow_dags setup.py

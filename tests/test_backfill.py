@@ -82,6 +82,7 @@ def landing(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # six nights of the chain, about 12 minutes on 2 cores: make e2e runs it
 def test_a_missed_night_is_refused_then_backfilled_out_of_order_to_the_in_order_tables(spark, tmp_path, landing):
     in_order, late = tmp_path / "in_order", tmp_path / "late"
     cfg_in_order = load_config("local", str(CONF_DIR), _overrides(in_order, landing))
