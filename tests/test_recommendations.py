@@ -17,7 +17,7 @@ from shoplens import schemas as S
 from shoplens.io import replace_slice
 from shoplens.jobs import build_recommendations
 from shoplens.quality import QualityGateFailed
-from shoplens.recs import als, evaluate, idmaps, interactions, topk
+from shoplens.recs import als, evaluate, idmaps, interactions, recommend, topk
 from tests.synthetic_silver import ev, generate, write_all_silver
 
 D = dt.date
@@ -265,6 +265,24 @@ def test_interactions_sum_duplicates_decay_and_drop_bots(spark):
         for r in interactions.interactions(scored).collect()
     ]
     assert rows == [("u", "i", pytest.approx(1 + 1 + 2), 3)]
+
+
+def test_popularity_ranks_by_confidence_share_within_groups_and_over_the_catalogue(spark):
+    inter = spark.createDataFrame(
+        [("u1", "a", "x", 3.0), ("u2", "a", "x", 1.0), ("u1", "b", "x", 4.0), ("u2", "c", "y", 2.0),
+         ("u3", "d", "y", 2.0)],
+        [S.USER_ID, S.ITEM_ID, S.CATEGORY_ID, S.CONFIDENCE],
+    )
+    overall = recommend.popularity(inter, [], 3).orderBy(recommend.POS).collect()
+    # a and b tie on 4: the smaller id first; c and d tie on 2, and only three are kept.
+    assert [(r[S.ITEM_ID], r[S.SCORE], r[recommend.POS]) for r in overall] == [
+        ("a", pytest.approx(4 / 12), 1), ("b", pytest.approx(4 / 12), 2), ("c", pytest.approx(2 / 12), 3),
+    ]
+    per_category = recommend.popularity(inter, [S.CATEGORY_ID], 1).orderBy(S.CATEGORY_ID).collect()
+    assert [(r[S.CATEGORY_ID], r[S.ITEM_ID], r[S.SCORE], r[recommend.POS]) for r in per_category] == [
+        ("x", "a", pytest.approx(4 / 8), 1), ("y", "c", pytest.approx(2 / 4), 1),
+    ]
+    assert recommend.popularity(inter.limit(0), [], 3).count() == 0
 
 
 def test_top_k_matches_brute_force_with_exclusions(spark):

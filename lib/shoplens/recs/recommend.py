@@ -30,7 +30,9 @@ def popularity(inter: DataFrame, group_cols: list[str], length: int) -> DataFram
     Returns: one row per (group, _pos): group_cols, item_id, score, _pos (1, 2, ...).
     """
     summed = inter.groupBy(*group_cols, S.ITEM_ID).agg(F.sum(S.CONFIDENCE).alias("_c"))
-    whole = Window.partitionBy(*group_cols) if group_cols else Window.partitionBy(F.lit(0))
+    if not group_cols:
+        return _global_popularity(summed, length)
+    whole = Window.partitionBy(*group_cols)
     order = whole.orderBy(F.col("_c").desc(), F.col(S.ITEM_ID))
     total = F.sum("_c").over(whole.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing))
     return (
@@ -42,6 +44,20 @@ def popularity(inter: DataFrame, group_cols: list[str], length: int) -> DataFram
         )
         .where(F.col(POS) <= length)
         .withColumn(S.SCORE, F.coalesce(F.col(S.SCORE), F.lit(0.0)))
+    )
+
+
+def _global_popularity(summed: DataFrame, length: int) -> DataFrame:
+    """:func:`popularity` over the whole catalogue. A window over every item would move the catalogue
+    to one partition; a sort with a limit keeps each partition's top ``length`` and merges those
+    (TakeOrderedAndProject), and only those ``length`` rows are numbered."""
+    top = summed.orderBy(F.col("_c").desc(), F.col(S.ITEM_ID)).limit(length)
+    total = summed.agg(F.sum("_c").alias("_t"))  # one row
+    numbered = Window.orderBy(F.col("_c").desc(), F.col(S.ITEM_ID))  # over `length` rows
+    return top.crossJoin(total).select(
+        S.ITEM_ID,
+        F.coalesce(F.try_divide(F.col("_c"), F.col("_t")), F.lit(0.0)).alias(S.SCORE),
+        F.row_number().over(numbered).alias(POS),
     )
 
 
