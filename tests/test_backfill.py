@@ -172,6 +172,44 @@ def test_a_missed_night_is_refused_then_backfilled_out_of_order_to_the_in_order_
     assert [(str(r[S.RUN_DATE]), r[S.STATUS]) for r in sessions][-2:] == [("2024-01-02", "rewound"), ("2024-01-03", "rewound")]
 
 
+def test_the_rewind_restores_each_table_to_the_end_of_the_night_before_and_empties_later_ones(spark, tmp_path):
+    # Small commits through the runs' own machinery (run lock, commit tags, records), so make test
+    # exercises the rewind on real Delta tables: sessions gets one row per night, profiles appear on D2.
+    cfg = load_config("local", str(CONF_DIR), [f"paths.warehouse={tmp_path}", *FAST_RUNS])
+    sessions, profiles = catalog.SESSIONS.location(cfg), catalog.USER_PROFILES.location(cfg)
+
+    def append(location: str, day: dt.date) -> None:
+        spark.createDataFrame([(day.isoformat(),)], "night string").write.format("delta").mode("append").save(location)
+
+    for day in (D1, D2, D3):
+        with runs.job_run(spark, cfg, "build_sessions", day):
+            runs.commit(spark, catalog.SESSIONS, cfg, lambda d=day: append(sessions, d))
+            if day > D1:
+                runs.commit(spark, catalog.USER_PROFILES, cfg, lambda d=day: append(profiles, d))
+    p = backfill.plan(spark, cfg, [D2], ["build_sessions"])
+    assert (p.dates, p.base) == ((D2, D3), D1)
+
+    done, folders = backfill.rewind_as_run(spark, cfg, p, ["build_sessions"])
+    assert {(r.table, r.to_version) for r in done} == {("gold.sessions", 0), ("gold.user_profiles", None)}
+    assert folders == []
+    assert [r[0] for r in spark.read.format("delta").load(sessions).collect()] == ["2024-01-01"]
+    assert spark.read.format("delta").load(profiles).count() == 0
+    assert _last_operation(spark, cfg, catalog.SESSIONS) == "RESTORE"
+    record = spark.read.format("delta").load(catalog.PIPELINE_RUNS.location(cfg)).orderBy(S.STARTED_AT).collect()
+    assert [(r[S.JOB], str(r[S.RUN_DATE]), r[S.STATUS]) for r in record] == [
+        ("build_sessions", "2024-01-01", "succeeded"), ("build_sessions", "2024-01-02", "rewound"),
+        ("build_sessions", "2024-01-03", "rewound"), ("backfill", "2024-01-02", "succeeded"),
+    ]
+    # The rewound nights still count as planned; nothing is left to undo once they are.
+    assert backfill.plan(spark, cfg, [D2], ["build_sessions"]).dates == (D2, D3)
+    assert backfill.rewinds(spark, cfg, D1, ["build_sessions"]) == []
+    # A commit by a job the replay does not run is never undone: refused, nothing changed.
+    with runs.job_run(spark, cfg, "load_history", D3):
+        runs.commit(spark, catalog.SESSIONS, cfg, lambda: append(sessions, D3))
+    with pytest.raises(backfill.BackfillError, match=r"gold\.sessions would lose load_history 2024-01-03"):
+        backfill.rewinds(spark, cfg, D1, ["build_sessions"])
+
+
 def test_the_rewind_finds_the_model_folders_made_after_its_base(tmp_path):
     cfg = load_config("local", str(CONF_DIR), [f"paths.warehouse={tmp_path}"])
     assert backfill.model_folders_after(cfg, D1) == []
