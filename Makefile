@@ -30,8 +30,8 @@ export SHOPLENS_CONF_DIR := $(ROOT)/conf
 
 help:
 	@echo "make run          set up if needed, run the nightly pipeline locally on the demo shop"
-	@echo "make test         set up if needed, run the test suite (local mode, cluster, Airflow, Horovod)"
-	@echo "make e2e          the whole Airflow DAG on the standalone cluster for two consecutive days"
+	@echo "make test         set up if needed, run the test suite but the slow proofs (local mode, cluster, Airflow, Horovod)"
+	@echo "make e2e          the slow proofs: the whole Airflow DAG on the cluster for two days, the backfill of a missed night"
 	@echo "make setup        create .venv (Spark side), build Horovod, fetch Delta JARs, create .venv-airflow"
 	@echo "make cluster-up   start a Spark standalone master + worker on 127.0.0.1 (make cluster-down stops them)"
 	@echo "make package      build dist/: the project zip, conf and a packed Python environment for spark-submit"
