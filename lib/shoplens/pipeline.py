@@ -116,11 +116,11 @@ def _rewind_if_run_before(
     the first date (``shoplens.backfill``) and returns the dates to run. The demo runs its own days
     only (its landing files are regenerated; nights after them stay rewound); a ``--run-date`` run
     goes on through every later night processed before, as a backfill does."""
-    if not any(d > dates[0] for d in backfill.processed_dates(spark, cfg, list(STEPS), dates[0])):
+    later = [d for d in backfill.processed_dates(spark, cfg, list(STEPS), dates[0]) if d > dates[0]]
+    if not later:
         return dates  # nothing processed after the first date: running it (again) is allowed
-    p = backfill.plan(spark, cfg, dates, list(STEPS))
-    if is_demo:
-        p = backfill.Plan(p.requested, tuple(dates))
+    requested = tuple(sorted(set(dates)))
+    p = backfill.Plan(requested, requested if is_demo else tuple(sorted(set(dates) | set(later))))
     log.info("the warehouse already holds runs after %s: rewinding it to the end of %s first", p.dates[0], p.base)
     backfill.rewind_as_run(spark, cfg, p, list(STEPS), arguments=list(sys.argv[1:] if argv is None else argv))
     return list(p.dates)
