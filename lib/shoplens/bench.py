@@ -1,5 +1,6 @@
 """``python -m shoplens.bench``: measured runs whose last stdout line is one JSON object.
 
+    python -m shoplens.bench night --scale 30000 [--days D] [--seed S]   (shoplens.bench_night)
     python -m shoplens.bench ingest --scale 1000000 [--days 14] [--workdir DIR]
     python -m shoplens.bench ingest --input PATH --format taobao|online_retail|movielens|sequences|diginetica
     python -m shoplens.bench sessions --scale 1000000 [--days 14] [--workdir DIR]   (shoplens.bench_sessions)
@@ -34,7 +35,7 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from shoplens import bench_als, bench_profiles, bench_seqrec, bench_sessions, bench_value, catalog, cli
+from shoplens import bench_als, bench_night, bench_profiles, bench_seqrec, bench_sessions, bench_value, catalog, cli
 from shoplens import schemas as S
 from shoplens.session import build_session
 
@@ -166,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     bench_value.add_churn_arguments(sub.add_parser("churn", help="churn models against baselines on a public file"))
     bench_als.add_arguments(sub.add_parser("als", help="explicit and implicit ALS on a ratings file"))
     bench_seqrec.add_arguments(sub.add_parser("seqrec", help="a next-item model on a sequence file, Horovod on Spark"))
+    bench_night.add_arguments(sub.add_parser("night", help="what every nightly job-run costs on a small demo night"))
     args = cli.parse(parser, argv)
+    if args.bench == "night":
+        return bench_night.main(args)
     if args.bench == "als":
         return bench_als.main(args)
     if args.bench == "seqrec":

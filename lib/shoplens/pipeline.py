@@ -17,8 +17,10 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
+from dataclasses import dataclass
 
-from shoplens import backfill, cli, demo
+from shoplens import backfill, cli, demo, runs
 from shoplens.jobs import (
     build_churn_scores,
     build_customer_value,
@@ -60,9 +62,20 @@ STEPS = {
 # Only that date is complete (next-item predictions included), so only it is published.
 LAST_DATE_STEPS = ("train_next_item", "score_next_item", "publish")
 DEMO_OVERRIDES = ("seqrec.epochs=3",)
+DEMO_START, DEMO_DAYS, DEMO_EVENTS = "2024-01-01", 14, 30_000
+# The demo's last nights, run one by one after its history.
+NIGHTLY_DAYS = 2
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class History:
+    """How the demo's history was prepared, and the nights still to run one by one."""
+
+    mode: str
+    nightly: tuple[dt.date, ...]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-date", type=cli.run_date_arg, default=None)
     parser.add_argument(
@@ -70,40 +83,118 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="seed the embedded demo shop, run its dates, pseudonymise with the published demo key",
     )
-    parser.add_argument("--demo-start", default="2024-01-01", help="first day of the demo shop")
-    parser.add_argument("--demo-days", type=int, default=14, help="days of demo landing files")
-    parser.add_argument("--demo-events", type=int, default=30_000, help="about this many demo events")
+    parser.add_argument("--demo-start", default=DEMO_START, help="first day of the demo shop")
+    parser.add_argument("--demo-days", type=int, default=DEMO_DAYS, help="days of demo landing files")
+    parser.add_argument("--demo-events", type=int, default=DEMO_EVENTS, help="about this many demo events")
     parser.add_argument("--demo-seed", type=int, default=42)
     cli.add_env_args(parser)
+    return parser
+
+
+def demo_args(
+    env: str, conf_dir: str | None, overrides: list[str], events: int, days: int | None, start: str | None, seed: int
+) -> argparse.Namespace:
+    """The pipeline's arguments for a demo run (the night bench's too), demo overrides first."""
+    argv = ["--demo", "--env", env, "--demo-events", str(events), "--demo-seed", str(seed)]
+    argv += ["--demo-days", str(days)] if days else []
+    argv += ["--demo-start", start] if start else []
+    argv += ["--conf-dir", conf_dir] if conf_dir else []
+    for item in overrides:
+        argv += ["--set", item]
+    args = _parser().parse_args(argv)
+    args.overrides = [*DEMO_OVERRIDES, *args.overrides]
+    return args
+
+
+def generate_demo(cfg, args: argparse.Namespace) -> list[dt.date]:
+    """Generates the demo shop's landing files; returns its landing dates."""
+    manifest = demo.generate(
+        cfg.paths.landing, args.demo_start, args.demo_days, args.demo_events, args.demo_seed, overwrite=True
+    )
+    dates = [dt.date.fromisoformat(d) for d in manifest["landing_dates"]]
+    log.info("demo shop generated under %s: %d landing dates", cfg.paths.landing, len(dates))
+    return dates
+
+
+def prepare_history(spark, cfg, args: argparse.Namespace, dates: list[dt.date], progress=None) -> History:
+    """Runs the demo's history (every night but the last ``NIGHTLY_DAYS``) night by night; returns
+    the nights left to run."""
+    history, nightly = dates[:-NIGHTLY_DAYS], dates[-NIGHTLY_DAYS:]
+    for run_date in history:
+        code = run_night(run_date, args, last=False, progress=progress)
+        if code:
+            raise SystemExit(code)
+    return History("nightly", tuple(nightly))
+
+
+class Progress:
+    """One line per job-run (job, date, seconds, rows written) and a running total, on stdout."""
+
+    def __init__(self, total_runs: int) -> None:
+        self.total_runs = total_runs
+        self.done = 0
+        self.started = time.perf_counter()
+
+    def line(self, job: str, run_date: dt.date, seconds: float, code: int) -> None:
+        self.done += 1
+        done = runs.last_run()
+        rows = sum(done.rows_written.values()) if done is not None and done.job == job else 0
+        status = "ok" if code == 0 else f"FAILED (exit {code})"
+        width = len(str(self.total_runs))
+        print(
+            f"[{self.done:>{width}}/{self.total_runs}] {run_date} {job:<22} {seconds:6.1f} s  "
+            f"{rows:>9,} rows written  {status}   total {self.elapsed():6.1f} s",
+            flush=True,
+        )
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def run_night(run_date: dt.date, args: argparse.Namespace, last: bool, progress: Progress | None = None) -> int:
+    """Runs every nightly job's main for ``run_date`` in order; stops at the first non-zero exit."""
+    for name, main_of_job in STEPS.items():
+        if args.demo and name in LAST_DATE_STEPS and not last:
+            continue
+        log.info("running %s for %s", name, run_date)
+        began = time.perf_counter()
+        code = main_of_job(job_argv(name, run_date, args))
+        if progress is not None:
+            progress.line(name, run_date, time.perf_counter() - began, code)
+        if code:
+            log.error("%s for %s exited with code %d: the pipeline stops here", name, run_date, code)
+            return code
+    return 0
+
+
+def runs_per_night(args: argparse.Namespace, last: bool) -> int:
+    return sum(1 for name in STEPS if not (args.demo and name in LAST_DATE_STEPS and not last))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = cli.parse(parser, argv)
     if not args.demo and args.run_date is None:
         parser.error("give --run-date, or --demo to run the embedded demo shop")
     if args.demo:
         args.overrides = [*DEMO_OVERRIDES, *args.overrides]
     cfg = cli.load_job_config(args)
-    if args.demo:
-        manifest = demo.generate(
-            cfg.paths.landing, args.demo_start, args.demo_days, args.demo_events, args.demo_seed, overwrite=True
-        )
-        dates = [dt.date.fromisoformat(d) for d in manifest["landing_dates"]]
-        log.info("demo shop generated under %s: %d landing dates", cfg.paths.landing, len(dates))
-    else:
-        dates = [args.run_date]
+    dates = generate_demo(cfg, args) if args.demo else [args.run_date]
     # The jobs' mains find this session (getOrCreate) instead of starting their own.
     spark = build_session(cfg, "shoplens.pipeline")
     dates = _rewind_if_run_before(spark, cfg, dates, argv, args.demo)
-    for run_date in dates:
-        for name, main_of_job in STEPS.items():
-            if args.demo and name in LAST_DATE_STEPS and run_date != dates[-1]:
-                continue
-            log.info("running %s for %s", name, run_date)
-            code = main_of_job(job_argv(name, run_date, args))
-            if code:
-                log.error("%s for %s exited with code %d: the pipeline stops here", name, run_date, code)
-                return code
+    nights = list(dates)
+    progress = Progress(sum(runs_per_night(args, d == dates[-1]) for d in dates))
+    if args.demo:
+        nights = list(prepare_history(spark, cfg, args, dates, progress).nightly)
+    for run_date in nights:
+        code = run_night(run_date, args, last=run_date == nights[-1], progress=progress)
+        if code:
+            return code
     described = describe_tables(spark, cfg)
     print(f"\nShopLens tables under {cfg.paths.warehouse}:\n{format_table(described)}")
     print('Query them with: .venv/bin/python -m shoplens.sql "SELECT ... FROM bronze.events" (README.md)')
+    print(f"ShopLens pipeline: {progress.done} job-runs in {progress.elapsed():.1f} s", flush=True)
     print(json.dumps(described, sort_keys=True))
     return 0
 

@@ -158,7 +158,12 @@ class RunContext:
     quality_failed_gates: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     exit_error: str | None = None
+    # Every Delta commit of the run, its own records included: (table, operation, rows written).
+    commits: list[tuple[str, str, int | None]] = field(default_factory=list)
     _commits: int = 0
+
+    # The Spark job group of the run's jobs (the status tracker counts them by it).
+    job_group: str = field(default_factory=lambda: f"shoplens run {uuid.uuid4().hex}")
 
     def fault(self, point: str, table: str) -> bool:
         return any(f.fires(self.job, point, table, self.attempt) for f in self.faults)
@@ -192,9 +197,30 @@ class RunContext:
 _current: RunContext | None = None
 
 
+_last: RunContext | None = None
+
+
 def current() -> RunContext | None:
     """The run this process is in, or None outside a job's main (tests, the local pipeline)."""
     return _current
+
+
+def last_run() -> RunContext | None:
+    """The run this process finished last (succeeded or failed), or None: what the night bench reads."""
+    return _last
+
+
+def spark_job_counts(spark: SparkSession, group: str) -> tuple[int, int]:
+    """(Spark jobs, tasks) run so far under the job group ``group``, from Spark's status tracker."""
+    tracker = spark.sparkContext.statusTracker()
+    job_ids = tracker.getJobIdsForGroup(group)
+    tasks = 0
+    for job_id in job_ids:
+        info = tracker.getJobInfo(job_id)
+        for stage_id in info.stageIds if info is not None else ():
+            stage = tracker.getStageInfo(stage_id)
+            tasks += stage.numTasks if stage is not None else 0
+    return len(job_ids), tasks
 
 
 def add_metrics(figures: Mapping[str, float | int | None]) -> None:
@@ -281,9 +307,12 @@ def _commit(
                 write()
         finally:
             spark.conf.unset(_USER_METADATA_CONF)
-        if record:
+        if not record:
+            run.commits.append((spec.name, "record", None))
+        else:
             version, rows = _committed(spark, spec.location(cfg), tag)
             run.record_commit(spec.name, version, rows)
+            run.commits.append((spec.name, "data", rows))
             if spec is catalog.QUALITY_RESULTS and version is not None:
                 _record_quality(run, spec.location(cfg), version, condition)
             if run.fault(AFTER_COMMIT, spec.name):
@@ -454,6 +483,13 @@ def _refuse_out_of_order(run: RunContext) -> None:
     raise err
 
 
+def _add_cost(run: RunContext) -> None:
+    """Puts what the run cost beyond its rows into its metrics: Spark jobs and tasks so far, and
+    Delta commits with the final record counted (it is always exactly one more)."""
+    jobs, tasks = spark_job_counts(run.spark, run.job_group)
+    run.metrics.update({"spark_jobs": float(jobs), "spark_tasks": float(tasks), "commits": float(len(run.commits) + 1)})
+
+
 def _utc_now() -> dt.datetime:
     # Time-zone aware: PySpark would read a naive datetime in the machine's local time zone.
     return dt.datetime.now(dt.UTC)
@@ -479,7 +515,7 @@ def job_run(
     records ``failed`` (class and message) and propagates. A run record that cannot be written
     fails the job with RunRecordError (on a failed run, the original error propagates instead).
     """
-    global _current
+    global _current, _last
     if _current is not None:
         raise RuntimeError(f"job_run({job}) inside the run of {_current.job}: one run per process at a time")
     faults = parse_faults(os.environ.get(FAULT_ENV_VAR))
@@ -493,6 +529,9 @@ def job_run(
     )
     run.lock = _lock(run, run_lock_path(cfg, job, run_date), cfg.runs.lock_wait_s, "run")
     run.lock.acquire()
+    sc = spark.sparkContext
+    outer_group = sc.getLocalProperty("spark.jobGroup.id")
+    sc.setJobGroup(run.job_group, f"{job} {run_date}", interruptOnCancel=False)
     try:
         if attempt is None:
             # Numbered again under the lock: a run that waited for another now sees its row.
@@ -514,6 +553,7 @@ def job_run(
             yield run
         except BaseException as err:
             _current = None
+            _add_cost(run)
             try:
                 _write_record(run, S.STATUS_FAILED, _error_text(err))
             except Exception:  # noqa: BLE001 - the job's own error is the one to raise
@@ -521,6 +561,7 @@ def job_run(
             raise
         _current = None
         status = S.STATUS_FAILED if run.exit_error else S.STATUS_SUCCEEDED
+        _add_cost(run)
         try:
             _write_record(run, status, run.exit_error)
         except Exception as err:
@@ -532,5 +573,7 @@ def job_run(
         log.info("run of %s for %s attempt %d %s: wrote %s", job, run_date, run.attempt, status, run.rows_written)
     finally:
         _current = None
+        _last = run
         run.lock.release()
+        sc.setLocalProperty("spark.jobGroup.id", outer_group)
 

@@ -1,0 +1,175 @@
+"""``python -m shoplens.bench night --scale N --days D``: what one nightly job-run costs on a small night.
+
+1. Generates the demo shop (about N events over D days) and prepares its history up to the night
+   before the last two, as ``make run`` does (``shoplens.pipeline.prepare_history``).
+2. Runs the last two nights through every nightly job's ``main`` (the spark-submit entry point:
+   run lock, ``gold.pipeline_runs`` record, commits) in one warm local session, and measures the
+   last night: per job the seconds, Spark jobs and tasks (the status tracker, by the run's job
+   group), Delta commits (the run's own records included), rows written (the commits' own
+   ``operationMetrics``) and rows read (records read from files and tables, from Spark's event log).
+3. Starts one job the way spark-submit starts it (``spark-submit jobs/build_silver_items.py``, a
+   re-run of the last night) and reports the seconds from process start to its first Spark job's
+   submission time in Spark's event log: JVM start-up and Python imports.
+
+The last stdout line is one JSON object: ``jobs`` (per job: ``seconds``, ``spark_jobs``,
+``spark_tasks``, ``commits``, ``rows_written``, ``rows_read``), ``night_seconds``,
+``median_job_seconds``, ``seconds_to_first_spark_job``, the machine and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from shoplens import cli, runs
+from shoplens.session import build_session
+
+PROBE_JOB = "build_silver_items"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=int, default=30_000, help="demo shop events to generate")
+    parser.add_argument("--days", type=int, default=None, help="demo days (default: the demo's own)")
+    parser.add_argument("--start", default=None, help="first demo day (default: the demo's own)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the landing files and tables here")
+    parser.add_argument("--skip-submit", action="store_true", help="do not measure a spark-submitted start")
+    cli.add_env_args(parser)
+
+
+def _event_log_dir(workdir: Path) -> Path:
+    folder = workdir / "eventlog"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _event_log_overrides(workdir: Path) -> list[str]:
+    return [
+        "spark.conf.spark.eventLog.enabled=true",
+        f"spark.conf.spark.eventLog.dir={_event_log_dir(workdir).as_uri()}",
+    ]
+
+
+def _records_read_by_group(log_file: Path) -> dict[str, int]:
+    """Records read from files and tables per job group, from one application's event log."""
+    stage_group: dict[int, str] = {}
+    read: dict[str, int] = {}
+    with log_file.open() as lines:
+        for line in lines:
+            if '"SparkListenerJobStart"' in line:
+                event = json.loads(line)
+                group = (event.get("Properties") or {}).get("spark.jobGroup.id")
+                for stage_id in event.get("Stage IDs", []):
+                    if group:
+                        stage_group[stage_id] = group
+            elif '"SparkListenerTaskEnd"' in line:
+                event = json.loads(line)
+                group = stage_group.get(event.get("Stage ID"))
+                metrics = event.get("Task Metrics") or {}
+                records = (metrics.get("Input Metrics") or {}).get("Records Read", 0)
+                if group and records:
+                    read[group] = read.get(group, 0) + int(records)
+    return read
+
+
+def _first_job_submission_ms(log_file: Path) -> int | None:
+    with log_file.open() as lines:
+        for line in lines:
+            if '"SparkListenerJobStart"' in line:
+                return int(json.loads(line)["Submission Time"])
+    return None
+
+
+def _new_log(folder: Path, before: set[str]) -> Path:
+    found = [Path(p) for p in glob.glob(str(folder / "*")) if p not in before and not p.endswith(".inprogress")]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one new event log under {folder}, found {found}")
+    return found[0]
+
+
+def _submit_start(cfg, args: argparse.Namespace, workdir: Path, run_date: dt.date, overrides: list[str]) -> float:
+    """Seconds from starting ``spark-submit`` of one job to its first Spark job's submission."""
+    from shoplens import submit
+    from shoplens.config import default_conf_dir
+
+    folder = _event_log_dir(workdir)
+    before = set(glob.glob(str(folder / "*")))
+    conf_dir = Path(args.conf_dir).resolve() if args.conf_dir else default_conf_dir()
+    spec = submit.spec_from_clone(cfg, conf_dir, conf_dir.parent, tuple(overrides))
+    command = submit.command(spec, PROBE_JOB, run_date.isoformat(), submit.spark_submit_path())
+    started_ms = time.time() * 1000
+    subprocess.run(command, env=submit.submit_env(spec), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = _first_job_submission_ms(_new_log(folder, before))
+    if first is None:
+        raise RuntimeError(f"{PROBE_JOB} ran no Spark job")
+    return round((first - started_ms) / 1000, 2)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from shoplens import pipeline
+
+    overrides = [
+        f"paths.landing={workdir / 'landing'}", f"paths.warehouse={workdir / 'warehouse'}",
+        *_event_log_overrides(workdir), *args.overrides,
+    ]
+    demo = pipeline.demo_args(args.env, args.conf_dir, overrides, args.scale, args.days, args.start, args.seed)
+    cfg = cli.load_job_config(demo)
+    started = time.perf_counter()
+    dates = pipeline.generate_demo(cfg, demo)
+    log_folder = _event_log_dir(workdir)
+    logs_before = set(glob.glob(str(log_folder / "*")))
+    spark = build_session(cfg, "shoplens.bench night")
+    history = pipeline.prepare_history(spark, cfg, demo, dates)
+    prep_seconds = round(time.perf_counter() - started, 1)
+    measured: dict[str, dict[str, Any]] = {}
+    groups: dict[str, str] = {}
+    for run_date in history.nightly:
+        last = run_date == history.nightly[-1]
+        for name in pipeline.STEPS:
+            began = time.perf_counter()
+            code = pipeline.STEPS[name](pipeline.job_argv(name, run_date, demo))
+            seconds = time.perf_counter() - began
+            if code:
+                raise RuntimeError(f"{name} for {run_date} exited with {code}")
+            if not last:
+                continue
+            done = runs.last_run()
+            assert done is not None and done.job == name
+            spark_jobs, tasks = runs.spark_job_counts(spark, done.job_group)
+            groups[done.job_group] = name
+            measured[name] = {
+                "seconds": round(seconds, 2), "spark_jobs": spark_jobs, "spark_tasks": tasks,
+                "commits": len(done.commits), "rows_written": sum(done.rows_written.values()),
+                "rows_written_by_table": dict(sorted(done.rows_written.items())),
+            }
+    night_seconds = round(sum(j["seconds"] for j in measured.values()), 1)
+    spark.stop()
+    read = _records_read_by_group(_new_log(log_folder, logs_before))
+    for group, name in groups.items():
+        measured[name]["rows_read"] = read.get(group, 0)
+    result: dict[str, Any] = {
+        "bench": "night", "scale": args.scale, "days": len(dates), "measured_night": history.nightly[-1].isoformat(),
+        "history": history.mode, "prep_seconds": prep_seconds, "jobs": measured, "night_seconds": night_seconds,
+        "median_job_seconds": round(statistics.median(j["seconds"] for j in measured.values()), 2),
+        "max_job_seconds_but_training": max(j["seconds"] for n, j in measured.items() if n != "train_next_item"),
+        "spark_jobs": sum(j["spark_jobs"] for j in measured.values()),
+        "commits": sum(j["commits"] for j in measured.values()),
+    }
+    if not args.skip_submit:
+        result["seconds_to_first_spark_job"] = _submit_start(cfg, args, workdir, history.nightly[-1], overrides)
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def main(args: argparse.Namespace) -> int:
+    from shoplens.bench import measure
+
+    return measure(run, args, "shoplens-bench-night-")
