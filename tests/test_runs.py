@@ -62,6 +62,10 @@ def test_run_records_a_success_and_a_failure_and_numbers_attempts(spark, fresh_c
     n_checks = len(ingest_landing.bronze_expectations(fresh_cfg))
     quality = spark.read.format("delta").load(catalog.QUALITY_RESULTS.location(fresh_cfg))
     assert quality.count() == n_checks
+    # What the run cost beyond its rows: its Spark jobs and tasks (by the run's job group) and its
+    # commits: three data commits, the running record and the final one.
+    cost = {k: got[S.METRICS].pop(k) for k in ("spark_jobs", "spark_tasks", "commits")}
+    assert cost["commits"] == 5.0 and 0 < cost["spark_jobs"] <= cost["spark_tasks"]
     del got[S.STARTED_AT], got[S.ENDED_AT], got[S.DRIVER]
     assert got == {
         S.JOB: "ingest_landing", S.RUN_DATE: DAY1, S.ATTEMPT: 1, S.DATASET: None, S.STATUS: "succeeded",

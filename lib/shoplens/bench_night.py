@@ -58,41 +58,49 @@ def _event_log_overrides(workdir: Path) -> list[str]:
     ]
 
 
-def _records_read_by_group(log_file: Path) -> dict[str, int]:
+def _lines(log_files: list[Path]):
+    for log_file in log_files:
+        with log_file.open() as lines:
+            yield from lines
+
+
+def _records_read_by_group(log_files: list[Path]) -> dict[str, int]:
     """Records read from files and tables per job group, from one application's event log."""
     stage_group: dict[int, str] = {}
     read: dict[str, int] = {}
-    with log_file.open() as lines:
-        for line in lines:
-            if '"SparkListenerJobStart"' in line:
-                event = json.loads(line)
-                group = (event.get("Properties") or {}).get("spark.jobGroup.id")
-                for stage_id in event.get("Stage IDs", []):
-                    if group:
-                        stage_group[stage_id] = group
-            elif '"SparkListenerTaskEnd"' in line:
-                event = json.loads(line)
-                group = stage_group.get(event.get("Stage ID"))
-                metrics = event.get("Task Metrics") or {}
-                records = (metrics.get("Input Metrics") or {}).get("Records Read", 0)
-                if group and records:
-                    read[group] = read.get(group, 0) + int(records)
+    for line in _lines(log_files):
+        if '"SparkListenerJobStart"' in line:
+            event = json.loads(line)
+            group = (event.get("Properties") or {}).get("spark.jobGroup.id")
+            for stage_id in event.get("Stage IDs", []):
+                if group:
+                    stage_group[stage_id] = group
+        elif '"SparkListenerTaskEnd"' in line:
+            event = json.loads(line)
+            group = stage_group.get(event.get("Stage ID"))
+            metrics = event.get("Task Metrics") or {}
+            records = (metrics.get("Input Metrics") or {}).get("Records Read", 0)
+            if group and records:
+                read[group] = read.get(group, 0) + int(records)
     return read
 
 
-def _first_job_submission_ms(log_file: Path) -> int | None:
-    with log_file.open() as lines:
-        for line in lines:
-            if '"SparkListenerJobStart"' in line:
-                return int(json.loads(line)["Submission Time"])
+def _first_job_submission_ms(log_files: list[Path]) -> int | None:
+    for line in _lines(log_files):
+        if '"SparkListenerJobStart"' in line:
+            return int(json.loads(line)["Submission Time"])
     return None
 
 
-def _new_log(folder: Path, before: set[str]) -> Path:
+def _new_log(folder: Path, before: set[str]) -> list[Path]:
+    """The event log files of the one application that wrote a log under ``folder`` since ``before``
+    (Spark 4 writes a folder of rolling ``events_N_*`` files, or a single file)."""
     found = [Path(p) for p in glob.glob(str(folder / "*")) if p not in before and not p.endswith(".inprogress")]
     if len(found) != 1:
         raise RuntimeError(f"expected one new event log under {folder}, found {found}")
-    return found[0]
+    if found[0].is_dir():
+        return sorted(found[0].glob("events_*"), key=lambda f: int(f.name.split("_")[1]))
+    return found
 
 
 def _submit_start(cfg, args: argparse.Namespace, workdir: Path, run_date: dt.date, overrides: list[str]) -> float:
@@ -106,7 +114,8 @@ def _submit_start(cfg, args: argparse.Namespace, workdir: Path, run_date: dt.dat
     spec = submit.spec_from_clone(cfg, conf_dir, conf_dir.parent, tuple(overrides))
     command = submit.command(spec, PROBE_JOB, run_date.isoformat(), submit.spark_submit_path())
     started_ms = time.time() * 1000
-    subprocess.run(command, env=submit.submit_env(spec), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(command, env=submit.submit_env(spec), check=True, **quiet)
     first = _first_job_submission_ms(_new_log(folder, before))
     if first is None:
         raise RuntimeError(f"{PROBE_JOB} ran no Spark job")
@@ -134,6 +143,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for run_date in history.nightly:
         last = run_date == history.nightly[-1]
         for name in pipeline.STEPS:
+            if name in pipeline.LAST_DATE_STEPS and not last:
+                continue  # as make run: the next-item model trains on the last night
             began = time.perf_counter()
             code = pipeline.STEPS[name](pipeline.job_argv(name, run_date, demo))
             seconds = time.perf_counter() - began

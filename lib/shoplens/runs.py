@@ -326,12 +326,16 @@ def _committed(spark: SparkSession, location: str, tag: str) -> tuple[int | None
     """The version of the commit tagged ``tag`` (Delta's userMetadata) and the rows it wrote."""
     from delta.tables import DeltaTable
 
-    found = (
-        DeltaTable.forPath(spark, location).history(20)
-        .where(F.col("userMetadata") == tag)
-        .select("version", "operation", "operationMetrics")
-        .first()
-    )
+    table = DeltaTable.forPath(spark, location)
+    # The table's commit lock is held: the newest entry is this commit, unless the lock is off.
+    found = None
+    for depth in (1, 20):
+        found = (
+            table.history(depth).where(F.col("userMetadata") == tag)
+            .select("version", "operation", "operationMetrics").first()
+        )
+        if found is not None:
+            break
     if found is None:
         log.warning("commit %r not found in the last 20 entries of %s's history: version not recorded", tag, location)
         return None, 0

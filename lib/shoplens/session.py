@@ -86,7 +86,13 @@ def build_session(cfg: Config, app_name: str) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    register_tables(spark, cfg)
+    # A warm session (the local pipeline runs every job's main in one) registered every existing
+    # table when it first started on this warehouse; tables created since were registered by their
+    # first write. Looking at every table again at each job's start cost a Delta log read per table.
+    marker = "shoplens.registered.warehouse"
+    if spark.conf.get(marker, None) != cfg.paths.warehouse:
+        register_tables(spark, cfg)
+        spark.conf.set(marker, cfg.paths.warehouse)
     return spark
 
 
