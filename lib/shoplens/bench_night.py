@@ -136,15 +136,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     log_folder = _event_log_dir(workdir)
     logs_before = set(glob.glob(str(log_folder / "*")))
     spark = build_session(cfg, "shoplens.bench night")
-    history = pipeline.prepare_history(spark, cfg, demo, dates)
+    history = pipeline.prepare_history(demo, dates)
     prep_seconds = round(time.perf_counter() - started, 1)
     measured: dict[str, dict[str, Any]] = {}
     groups: dict[str, str] = {}
     for run_date in history.nightly:
         last = run_date == history.nightly[-1]
-        for name in pipeline.STEPS:
-            if name in pipeline.LAST_DATE_STEPS and not last:
-                continue  # as make run: the next-item model trains on the last night
+        for name in pipeline.night_steps(demo, last):
             began = time.perf_counter()
             code = pipeline.STEPS[name](pipeline.job_argv(name, run_date, demo))
             seconds = time.perf_counter() - began

@@ -116,7 +116,7 @@ def generate_demo(cfg, args: argparse.Namespace) -> list[dt.date]:
     return dates
 
 
-def prepare_history(spark, cfg, args: argparse.Namespace, dates: list[dt.date], progress=None) -> History:
+def prepare_history(args: argparse.Namespace, dates: list[dt.date], progress=None) -> History:
     """Runs the demo's history (every night but the last ``NIGHTLY_DAYS``) night by night; returns
     the nights left to run."""
     history, nightly = dates[:-NIGHTLY_DAYS], dates[-NIGHTLY_DAYS:]
@@ -153,12 +153,10 @@ class Progress:
 
 def run_night(run_date: dt.date, args: argparse.Namespace, last: bool, progress: Progress | None = None) -> int:
     """Runs every nightly job's main for ``run_date`` in order; stops at the first non-zero exit."""
-    for name, main_of_job in STEPS.items():
-        if args.demo and name in LAST_DATE_STEPS and not last:
-            continue
+    for name in night_steps(args, last):
         log.info("running %s for %s", name, run_date)
         began = time.perf_counter()
-        code = main_of_job(job_argv(name, run_date, args))
+        code = STEPS[name](job_argv(name, run_date, args))
         if progress is not None:
             progress.line(name, run_date, time.perf_counter() - began, code)
         if code:
@@ -167,8 +165,9 @@ def run_night(run_date: dt.date, args: argparse.Namespace, last: bool, progress:
     return 0
 
 
-def runs_per_night(args: argparse.Namespace, last: bool) -> int:
-    return sum(1 for name in STEPS if not (args.demo and name in LAST_DATE_STEPS and not last))
+def night_steps(args: argparse.Namespace, last: bool) -> list[str]:
+    """The jobs a night runs, in order: the demo trains, scores and publishes on its last night only."""
+    return [name for name in STEPS if not (args.demo and name in LAST_DATE_STEPS and not last)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(cfg, "shoplens.pipeline")
     dates = _rewind_if_run_before(spark, cfg, dates, argv, args.demo)
     nights = list(dates)
-    progress = Progress(sum(runs_per_night(args, d == dates[-1]) for d in dates))
+    progress = Progress(sum(len(night_steps(args, d == dates[-1])) for d in dates))
     if args.demo:
-        nights = list(prepare_history(spark, cfg, args, dates, progress).nightly)
+        nights = list(prepare_history(args, dates, progress).nightly)
     for run_date in nights:
         code = run_night(run_date, args, last=run_date == nights[-1], progress=progress)
         if code:
