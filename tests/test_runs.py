@@ -17,7 +17,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from shoplens import catalog, runs
+from shoplens import catalog, quality, runs
 from shoplens import schemas as S
 from shoplens.config import load_config
 from shoplens.io import LandingNotFound
@@ -63,7 +63,8 @@ def test_run_records_a_success_and_a_failure_and_numbers_attempts(spark, fresh_c
     quality = spark.read.format("delta").load(catalog.QUALITY_RESULTS.location(fresh_cfg))
     assert quality.count() == n_checks
     # What the run cost beyond its rows: its Spark jobs and tasks (by the run's job group) and its
-    # commits: three data commits, the running record and the final one.
+    # commits: three data commits, the running record (the table's creation and the row's append in
+    # one commit of the run) and the final one; no earlier attempt to abandon.
     cost = {k: got[S.METRICS].pop(k) for k in ("spark_jobs", "spark_tasks", "commits")}
     assert cost["commits"] == 5.0 and 0 < cost["spark_jobs"] <= cost["spark_tasks"]
     del got[S.STARTED_AT], got[S.ENDED_AT], got[S.DRIVER]
@@ -89,6 +90,64 @@ def test_run_records_a_success_and_a_failure_and_numbers_attempts(spark, fresh_c
     assert all(r[S.ERROR].startswith("LandingNotFound: no landing files for events on 2024-01-09") for r in failed)
     # No run left a lock behind.
     assert not any(Path(fresh_cfg.paths.warehouse, "_locks").rglob("*.lock"))
+
+
+def test_a_run_start_numbers_abandons_and_refuses_out_of_order_from_its_one_read(spark, tmp_path):
+    """Under the run lock, the start reads gold.pipeline_runs once; from it come the attempt, the dead
+    attempts to mark abandoned and the later dates that refuse an out-of-order run."""
+    cfg = load_config("local", CONF_DIR, [f"paths.warehouse={tmp_path}", *FAST_RUNS])
+    location = catalog.PIPELINE_RUNS.location(cfg)
+    record = ("gold.pipeline_runs", "record", None)
+    with runs.job_run(spark, cfg, "build_sessions", DAY2, dataset="demo"):
+        pass
+    # The first run creates the table with its running row, registers it, and MERGEs its end.
+    assert runs.last_run().commits == [record, record]
+    assert spark.sql("SELECT attempt, status FROM gold.pipeline_runs").collect() == [(1, "succeeded")]
+
+    # As a killed run leaves its row: attempt 2 still running, no end.
+    killed = spark.read.format("delta").load(location).withColumns(
+        {S.ATTEMPT: F.lit(2), S.STATUS: F.lit(S.STATUS_RUNNING), S.ENDED_AT: F.lit(None).cast("timestamp")}
+    )
+    killed.write.format("delta").mode("append").save(location)
+    with runs.job_run(spark, cfg, "build_sessions", DAY2, dataset="demo"):
+        pass
+    assert runs.last_run().attempt == 3 and runs.last_run().commits == [record] * 3  # running, abandoned, end
+    # --attempt re-using a recorded number MERGEs its row again: still one row per attempt.
+    with runs.job_run(spark, cfg, "build_sessions", DAY2, attempt=1, dataset="demo"):
+        pass
+
+    # DAY2 succeeded on demo: DAY1 on demo is refused, recorded; on another dataset it runs.
+    with pytest.raises(runs.OutOfOrderRun, match=r"build_sessions already succeeded for later run dates \(2024-01-02\)"):
+        with runs.job_run(spark, cfg, "build_sessions", DAY1, dataset="demo"):
+            pytest.fail("an out-of-order run must not start its work")
+    with runs.job_run(spark, cfg, "build_sessions", DAY1, dataset="other"):
+        pass
+    got = sorted((r[S.RUN_DATE], r[S.DATASET], r[S.ATTEMPT], r[S.STATUS]) for r in _runs(spark, cfg).collect())
+    assert got == [
+        (DAY1, "demo", 1, "failed"), (DAY1, "other", 2, "succeeded"),
+        (DAY2, "demo", 1, "succeeded"), (DAY2, "demo", 2, "abandoned"), (DAY2, "demo", 3, "succeeded"),
+    ]
+    abandoned = _runs(spark, cfg, DAY2).where(F.col(S.ATTEMPT) == 2).first()
+    assert abandoned[S.ENDED_AT] is None and "found still running by attempt 3" in abandoned[S.ERROR]
+    assert not any(Path(tmp_path, "_locks").rglob("*.lock"))
+
+
+def test_a_failed_quality_gate_is_in_the_failed_runs_row_as_stored_in_quality_results(spark, fresh_cfg):
+    folder = Path(fresh_cfg.paths.landing) / "events" / DAY1.isoformat()
+    folder.mkdir(parents=True)
+    fields = {"event_time": "2024-01-01T10:00:00Z", "event_type": "view", "user_id": "u1", "item_id": "i1"}
+    lines = [json.dumps({"event_id": f"e{i}" if i < 6 else None, **fields}) for i in range(10)]
+    (folder / "part-00000.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(quality.QualityGateFailed):
+        with runs.job_run(spark, fresh_cfg, "ingest_landing", DAY1):
+            ingest_landing.run(spark, fresh_cfg, DAY1)
+    # The run's summary comes from the report in memory; it says what ops.quality_results stored.
+    stored = spark.read.format("delta").load(catalog.QUALITY_RESULTS.location(fresh_cfg)).collect()
+    failed_gates = [quality.describe(r.asDict()) for r in stored if r[S.IS_GATE] and not r[S.SUCCESS]]
+    row = _runs(spark, fresh_cfg, DAY1).first()
+    assert (row[S.STATUS], row[S.QUALITY_CHECKS], row[S.QUALITY_FAILED]) == ("failed", len(stored), 1)
+    assert row[S.QUALITY_FAILED_GATES] == failed_gates and len(failed_gates) == 1
+    assert row[S.ERROR].startswith("QualityGateFailed: quality gate failed: expect_column_values_to_not_be_null")
 
 
 def _lock(spark, path: str, job: str, *, lease_s: float = 60, heartbeat_s: float = 30, wait_s: float = 0) -> Lock:
@@ -282,8 +341,9 @@ def test_a_second_run_of_a_date_while_the_first_runs_fails_naming_it_and_the_tab
             assert first.poll() is None and time.monotonic() < deadline, "the first run never took its run lock"
             time.sleep(0.05)
 
-        # The second run of the same (run date, job) waits lock_wait_s (0 here), then fails naming the first.
-        with pytest.raises(LockTimeout, match="held by job ingest_landing run date 2024-01-02 attempt 1"):
+        # The second run of the same (run date, job) waits lock_wait_s (0 here), then fails naming the first
+        # (whose attempt is numbered under the lock, after the lock file was written: "next").
+        with pytest.raises(LockTimeout, match="held by job ingest_landing run date 2024-01-02 attempt next"):
             ingest_landing.main(_argv(DAY2, [*overrides, "runs.lock_wait_s=0"]))
     finally:
         _, stderr = first.communicate(timeout=600)

@@ -54,6 +54,40 @@ def read_landing_lines(spark: SparkSession, cfg: Config, dataset: str, run_date:
     )
 
 
+def read_landing_range(
+    spark: SparkSession, cfg: Config, dataset: str, first: dt.date, last: dt.date, every_date: bool = True
+) -> DataFrame:
+    """Returns one row per line of the landing part files of every run date in ``[first, last]``,
+    read in one pass (a bulk ingest of a history). With ``every_date`` each date must have part
+    files, as for :func:`read_landing_lines`; otherwise (a feed that lands only on some days) the
+    dates without are skipped, and only no file at all is an error.
+
+    Returns: columns ``raw_line``, ``source_file`` and ``run_date`` (the date of the line's folder).
+    """
+    if first > last:
+        raise ValueError(f"first run date {first} is after the last {last}")
+    dates = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    folders = [landing_dir(cfg, dataset, d) for d in dates]
+    found = [_glob_matches(spark, f"{f}/{LANDING_FILE_GLOB}") for f in folders]
+    missing = [d.isoformat() for d, ok in zip(dates, found, strict=True) if not ok]
+    if not every_date:
+        folders = [f for f, ok in zip(folders, found, strict=True) if ok]
+        missing = [] if folders else [f"{first} to {last}"]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise LandingNotFound(
+            f"no landing files for {dataset} on {shown}: expected part files under "
+            f"{cfg.paths.landing.rstrip('/')}/{dataset}/<date>/{LANDING_FILE_GLOB} (docs/LANDING.md)"
+        )
+    folder_date = F.regexp_extract(F.col("_metadata.file_path"), r"/(\d{4}-\d{2}-\d{2})/[^/]+$", 1)
+    reader = spark.read.option("pathGlobFilter", LANDING_FILE_GLOB)
+    return reader.text(folders).select(
+        F.col("value").alias(S.RAW_LINE),
+        F.col("_metadata.file_path").alias(S.SOURCE_FILE),
+        F.to_date(folder_date).alias(S.RUN_DATE),
+    )
+
+
 class ImportNotFound(FileNotFoundError):
     """The input of a bulk import matches no file."""
 
@@ -134,7 +168,7 @@ def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[st
         .option("replaceWhere", condition)
         .partitionBy(*spec.partition_by)
     )
-    runs.commit(df.sparkSession, spec, cfg, lambda: writer.save(spec.location(cfg)), condition)
+    runs.commit(df.sparkSession, spec, cfg, lambda: writer.save(spec.location(cfg)))
     register_table(df.sparkSession, spec, cfg)
     log.info("wrote %s where %s", spec.name, condition)
 

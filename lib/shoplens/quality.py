@@ -3,6 +3,8 @@
 A job builds a list of expectations (each either a *gate*, which stops the run when it fails, or a
 *warning*), validates the staged DataFrame with them through an ephemeral GX context, stores one
 result row per expectation in ``ops.quality_results`` and only then decides whether to commit.
+Inside a job's run, each report also goes into the run's quality summary in gold.pipeline_runs
+(``runs.add_quality``), from memory: nothing is read back from ops.quality_results.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from shoplens import runs
 from shoplens import schemas as S
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,8 @@ def validate(
     run_date: dt.date,
 ) -> QualityReport:
     """Validates ``df`` against ``expectations`` (GX expectation objects; ``meta={"gate": True}``
-    marks a gate) and returns one result row per expectation."""
+    marks a gate) and returns one result row per expectation; adds the report to the current run's
+    quality summary (a no-op outside a run)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx  # heavy import, kept off the module import path
 
@@ -81,7 +85,9 @@ def validate(
         if not row[S.SUCCESS]:
             level = logging.ERROR if row[S.IS_GATE] else logging.WARNING
             log.log(level, "expectation failed: %s", describe(row))
-    return QualityReport(rows)
+    report = QualityReport(rows)
+    runs.add_quality(report)
+    return report
 
 
 def _result_row(result: Any, table_name: str, suite: str, run_date: dt.date) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Every job's ``main`` runs its work inside :func:`job_run` (through ``cli.run_job
 
 1. takes the run lock of (run date, job) under ``runs.lock_dir`` (default ``{warehouse}/_locks/``,
    ``shoplens.locks``), so two runs of one job and date never write at once;
-2. numbers the attempt (``--attempt N``, else one more than ``gold.pipeline_runs`` holds), MERGEs
-   a ``running`` row into ``gold.pipeline_runs`` and marks every earlier attempt of the same (job,
+2. reads ``gold.pipeline_runs`` once (:func:`recorded_runs`: the job's attempts of the run date and
+   the later dates it already succeeded for), numbers the attempt from it (``--attempt N``, else one
+   more than recorded), appends a ``running`` row and marks every earlier attempt of the same (job,
    run date) still ``running`` as ``abandoned``: holding the run lock, it knows they are dead;
 3. makes itself the *current run*, which every table write reports to: each write goes through
    :func:`commit`, which holds the table's commit lock around the Delta commit, fires the fault hook
@@ -32,11 +33,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, quality
+from shoplens import catalog
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
@@ -52,11 +54,15 @@ from shoplens.faults import (  # noqa: F401 - FaultSpecError, Fault and parse_fa
 )
 from shoplens.locks import Lock
 
+if TYPE_CHECKING:
+    from shoplens.quality import QualityReport
+
 log = logging.getLogger(__name__)
 
 ERROR_MAX_CHARS = 2000
 LOCKS_DIR = "_locks"
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+_MERGE_MATERIALIZE_CONF = "spark.databricks.delta.merge.materializeSource"
 _DURING_COMMIT_POLL_S = 0.02
 # Jobs that may run for any date in any order: the backfill (it rewinds, then runs the dates in order),
 # a bulk load (it owns all of its dataset's history) and the Horovod check (it writes no table).
@@ -144,6 +150,7 @@ class RunContext:
     cfg: Config
     job: str
     run_date: dt.date
+    # 0 until numbered under the run lock (when --attempt is not given).
     attempt: int
     dataset: str | None
     arguments: str | None
@@ -162,8 +169,13 @@ class RunContext:
     commits: list[tuple[str, str, int | None]] = field(default_factory=list)
     _commits: int = 0
 
+    # Unique to the run: names its Spark job group and its running row's idempotent write.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # The Spark job group of the run's jobs (the status tracker counts them by it).
-    job_group: str = field(default_factory=lambda: f"shoplens run {uuid.uuid4().hex}")
+    job_group: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.job_group = f"shoplens run {self.run_id}"
 
     def fault(self, point: str, table: str) -> bool:
         return any(f.fires(self.job, point, table, self.attempt) for f in self.faults)
@@ -177,6 +189,11 @@ class RunContext:
         self.rows_written[table] = self.rows_written.get(table, 0) + rows
         if version is not None:
             self.table_versions[table] = version
+
+    def add_quality(self, report: QualityReport) -> None:
+        self.quality_checks = (self.quality_checks or 0) + len(report.rows)
+        self.quality_failed = (self.quality_failed or 0) + sum(1 for r in report.rows if not r[S.SUCCESS])
+        self.quality_failed_gates += sorted(report.failed_gates)
 
     def mark_failed(self, reason: str) -> None:
         """Records the run as failed without an exception (e.g. a job that returns exit code 1)."""
@@ -235,6 +252,13 @@ def add_input_rows(rows: int) -> None:
         _current.input_rows = (_current.input_rows or 0) + int(rows)
 
 
+def add_quality(report: QualityReport) -> None:
+    """Adds a validation's report to the current run's quality summary (``quality_checks``,
+    ``quality_failed``, ``quality_failed_gates``); ``quality.validate`` calls it. No-op outside a run."""
+    if _current is not None:
+        _current.add_quality(report)
+
+
 # --- commits -------------------------------------------------------------------------------------------
 def lock_root(cfg: Config) -> str:
     """The folder of the lock files: ``runs.lock_dir``, or ``<warehouse>/_locks`` when it is empty."""
@@ -251,8 +275,9 @@ def run_lock_path(cfg: Config, job: str, run_date: dt.date) -> str:
 
 def _lock(run: RunContext, path: str, wait_s: float, purpose: str) -> Lock:
     runs = run.cfg.runs
+    # The run lock is taken before the attempt is numbered (under it): "next" until then.
     owner = {
-        "purpose": purpose, "job": run.job, "run_date": run.run_date.isoformat(), "attempt": run.attempt,
+        "purpose": purpose, "job": run.job, "run_date": run.run_date.isoformat(), "attempt": run.attempt or "next",
         "app_id": run.spark.sparkContext.applicationId,
     }
     return Lock(
@@ -260,30 +285,21 @@ def _lock(run: RunContext, path: str, wait_s: float, purpose: str) -> Lock:
     )
 
 
-def commit(
-    spark: SparkSession,
-    spec: TableSpec,
-    cfg: Config,
-    write: Callable[[], object],
-    condition: str | None = None,
-) -> None:
+def commit(spark: SparkSession, spec: TableSpec, cfg: Config, write: Callable[[], object]) -> None:
     """Runs ``write`` (one Delta commit to ``spec``'s table, or the creation of the table) as a commit
     of the current run: under the table's commit lock, with the fault hook around it, and records the
     version it made and the rows it wrote (Delta's operation metrics, not a recount).
 
-    ``condition``: the SQL condition of the slice written, when there is one (it scopes the quality
-    summary read back from ops.quality_results). Outside a run, just calls ``write``.
+    Outside a run, just calls ``write``.
     """
     run = _current
     if run is None:
         write()
         return
-    _commit(run, spec, cfg, write, condition, record=True)
+    _commit(run, spec, cfg, write, record=True)
 
 
-def _commit(
-    run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], object], condition: str | None, record: bool
-) -> None:
+def _commit(run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], object], record: bool) -> None:
     spark = run.spark
     if run.lock is not None:
         run.lock.check()  # never write without the run lock: another run may hold it now
@@ -313,8 +329,6 @@ def _commit(
             version, rows = _committed(spark, spec.location(cfg), tag)
             run.record_commit(spec.name, version, rows)
             run.commits.append((spec.name, "data", rows))
-            if spec is catalog.QUALITY_RESULTS and version is not None:
-                _record_quality(run, spec.location(cfg), version, condition)
             if run.fault(AFTER_COMMIT, spec.name):
                 kill_self(f"{AFTER_COMMIT} of {spec.name}")
     finally:
@@ -347,29 +361,89 @@ def _committed(spark: SparkSession, location: str, tag: str) -> tuple[int | None
     return int(found["version"]), rows
 
 
-def _record_quality(run: RunContext, location: str, version: int, condition: str | None) -> None:
-    results = run.spark.read.format("delta").option("versionAsOf", version).load(location)
-    if condition:
-        results = results.where(condition)
-    rows = [r.asDict() for r in results.collect()]  # one row per expectation: a handful
-    run.quality_checks = (run.quality_checks or 0) + len(rows)
-    run.quality_failed = (run.quality_failed or 0) + sum(1 for r in rows if not r[S.SUCCESS])
-    run.quality_failed_gates += sorted(quality.describe(r) for r in rows if r[S.IS_GATE] and not r[S.SUCCESS])
-
-
 # --- the run record --------------------------------------------------------------------------------------
-def next_attempt(spark: SparkSession, cfg: Config, job: str, run_date: dt.date) -> int:
-    """One more than the highest attempt gold.pipeline_runs holds for (job, run_date); 1 if none."""
+@dataclass(frozen=True)
+class RecordedRuns:
+    """What gold.pipeline_runs holds about one (job, run date) when a run of it starts."""
+
+    table_exists: bool
+    # attempt -> status, for every attempt of (job, run_date).
+    attempts: Mapping[int, str]
+    # The run dates after run_date for which the job (on the same dataset) has a succeeded run, sorted.
+    later_dates: tuple[dt.date, ...]
+
+    @property
+    def next_attempt(self) -> int:
+        """One more than the highest attempt recorded for (job, run_date); 1 if none."""
+        return 1 + max(self.attempts, default=0)
+
+    def stale(self, attempt: int) -> list[int]:
+        """The other attempts still ``running``: dead, when read under the run lock."""
+        return sorted(a for a, status in self.attempts.items() if status == S.STATUS_RUNNING and a != attempt)
+
+
+def recorded_runs(
+    spark: SparkSession, cfg: Config, job: str, run_date: dt.date, dataset: str | None
+) -> RecordedRuns:
+    """Reads gold.pipeline_runs once for a run's start: the job's attempts of ``run_date`` and the
+    later run dates it succeeded for on ``dataset``.
+
+    Returns: the attempts as attempt -> status (one entry per attempt of (job, run_date)) and the
+    later dates, sorted and distinct; empty when the table does not exist yet.
+    """
     location = catalog.PIPELINE_RUNS.location(cfg)
     if not catalog.table_exists(spark, location):
-        return 1
-    highest = (
-        spark.read.format("delta").load(location)
-        .where((F.col(S.JOB) == job) & (F.col(S.RUN_DATE) == F.lit(run_date)))
-        .agg(F.max(S.ATTEMPT))
-        .first()[0]
+        return RecordedRuns(table_exists=False, attempts={}, later_dates=())
+    this_date = F.col(S.RUN_DATE) == F.lit(run_date)
+    later = (
+        (F.col(S.RUN_DATE) > F.lit(run_date)) & (F.col(S.STATUS) == S.STATUS_SUCCEEDED)
+        & F.col(S.DATASET).eqNullSafe(F.lit(dataset))
     )
-    return 1 + (highest or 0)
+    rows = (
+        spark.read.format("delta").load(location)
+        # job is the partition column: the read lists the job's files only.
+        .where((F.col(S.JOB) == job) & (this_date | later))
+        .select(S.RUN_DATE, S.ATTEMPT, S.STATUS)
+        .collect()  # the attempts of one date plus one row per later night processed: a few hundred at most
+    )
+    return RecordedRuns(
+        table_exists=True,
+        attempts={r[S.ATTEMPT]: r[S.STATUS] for r in rows if r[S.RUN_DATE] == run_date},
+        later_dates=tuple(sorted({r[S.RUN_DATE] for r in rows if r[S.RUN_DATE] != run_date})),
+    )
+
+
+def _write_start(run: RunContext, recorded: RecordedRuns) -> None:
+    """Writes the run's ``running`` row. No row yet for (job, run_date, attempt), the usual case:
+    an idempotent append (creating the table first if it does not exist). A row already there (an
+    explicit ``--attempt N`` that re-uses a number): the MERGE of :func:`_write_record`."""
+    if run.attempt in recorded.attempts:
+        _write_record(run, S.STATUS_RUNNING)
+        return
+    from delta.tables import DeltaTable
+
+    spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
+    location = spec.location(cfg)
+    source = spark.createDataFrame([run.row(S.STATUS_RUNNING, None, None)], schema=S.PIPELINE_RUNS)
+
+    def append() -> None:
+        if not recorded.table_exists:
+            # Under the table's commit lock: another job may have created it since the read.
+            (
+                DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
+                .partitionedBy(*spec.partition_by).execute()
+            )
+        (
+            source.write.format("delta").mode("append")
+            # Delta's idempotent write: the same (txnAppId, txnVersion) committed again adds nothing.
+            .option("txnAppId", f"shoplens {run.job} {run.run_date} attempt {run.attempt} {run.run_id}")
+            .option("txnVersion", 0)
+            .save(location)
+        )
+
+    _commit(run, spec, cfg, append, record=False)
+    if not recorded.table_exists:
+        register_table(spark, spec, cfg)
 
 
 def _write_record(run: RunContext, status: str, error: str | None = None) -> None:
@@ -387,49 +461,53 @@ def _write_record(run: RunContext, status: str, error: str | None = None) -> Non
     condition = f"t.`{S.JOB}` = '{job}' AND {same_key}"
 
     def merge() -> None:
-        (
-            DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
-            .partitionedBy(*spec.partition_by).execute()
-        )
-        (
-            DeltaTable.forPath(spark, location).alias("t")
-            .merge(source.alias("s"), condition)
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        # The source is one row in the driver's memory, which cannot change during the MERGE: Delta's
+        # copy of it (materializeSource, one Spark job) buys nothing here.
+        materialize = spark.conf.get(_MERGE_MATERIALIZE_CONF, None)
+        spark.conf.set(_MERGE_MATERIALIZE_CONF, "none")
+        try:
+            (
+                DeltaTable.forPath(spark, location).alias("t")
+                .merge(source.alias("s"), condition)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        finally:
+            if materialize is None:
+                spark.conf.unset(_MERGE_MATERIALIZE_CONF)
+            else:
+                spark.conf.set(_MERGE_MATERIALIZE_CONF, materialize)
 
-    _commit(run, spec, cfg, merge, None, record=False)
-    register_table(spark, spec, cfg)
+    _commit(run, spec, cfg, merge, record=False)
 
 
-def _abandon_earlier(run: RunContext) -> None:
-    """Marks the (job, run date)'s other attempts still ``running`` as ``abandoned`` (the caller holds
-    the run lock, so none of them is alive: each died without recording its end). Their ``ended_at``
-    stays null: when they died is not known."""
+def _abandon_earlier(run: RunContext, attempts: Sequence[int]) -> None:
+    """Marks ``attempts`` of the run's (job, run date), found still ``running``, as ``abandoned`` (the
+    caller holds the run lock, so none of them is alive: each died without recording its end). Their
+    ``ended_at`` stays null: when they died is not known."""
+    if not attempts:
+        return
     from delta.tables import DeltaTable
 
     spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
     location = spec.location(cfg)
     stale = (
         (F.col(S.JOB) == run.job) & (F.col(S.RUN_DATE) == F.lit(run.run_date))
-        & (F.col(S.STATUS) == S.STATUS_RUNNING) & (F.col(S.ATTEMPT) != run.attempt)
+        & (F.col(S.STATUS) == S.STATUS_RUNNING) & F.col(S.ATTEMPT).isin(list(attempts))
     )
-    attempts = sorted(r[0] for r in spark.read.format("delta").load(location).where(stale).select(S.ATTEMPT).collect())
-    if not attempts:
-        return
     note = (
         f"ended without recording its end (killed, timed out or its driver lost); found still running by "
         f"attempt {run.attempt} at {_utc_now().isoformat(timespec='seconds')}"
     )
-    log.warning("%s %s: attempts %s %s", run.job, run.run_date, attempts, note)
+    log.warning("%s %s: attempts %s %s", run.job, run.run_date, list(attempts), note)
 
     def update() -> None:
         DeltaTable.forPath(spark, location).update(
             stale, {S.STATUS: F.lit(S.STATUS_ABANDONED), S.ERROR: F.lit(note)}
         )
 
-    _commit(run, spec, cfg, update, None, record=False)
+    _commit(run, spec, cfg, update, record=False)
 
 
 def mark_rewound(since: dt.date, note: str) -> None:
@@ -448,30 +526,11 @@ def mark_rewound(since: dt.date, note: str) -> None:
     def update() -> None:
         DeltaTable.forPath(spark, location).update(undone, {S.STATUS: F.lit(S.STATUS_REWOUND), S.ERROR: F.lit(text)})
 
-    _commit(run, spec, cfg, update, None, record=False)
+    _commit(run, spec, cfg, update, record=False)
 
 
-def later_run_dates(
-    spark: SparkSession, cfg: Config, job: str, dataset: str | None, run_date: dt.date
-) -> list[dt.date]:
-    """The run dates after ``run_date`` for which ``job`` (on the same dataset) has a succeeded run."""
-    location = catalog.PIPELINE_RUNS.location(cfg)
-    if not catalog.table_exists(spark, location):
-        return []
-    later = (
-        spark.read.format("delta").load(location)
-        .where(
-            (F.col(S.JOB) == job) & F.col(S.DATASET).eqNullSafe(F.lit(dataset))
-            & (F.col(S.RUN_DATE) > F.lit(run_date)) & (F.col(S.STATUS) == S.STATUS_SUCCEEDED)
-        )
-        .select(S.RUN_DATE).distinct()
-    )
-    return sorted(r[0] for r in later.collect())  # one row per night processed: a few hundred at most
-
-
-def _refuse_out_of_order(run: RunContext) -> None:
+def _refuse_out_of_order(run: RunContext, later: Sequence[dt.date]) -> None:
     """Fails the run, recorded, when the job already succeeded for a later date (see OutOfOrderRun)."""
-    later = later_run_dates(run.spark, run.cfg, run.job, run.dataset, run.run_date)
     if not later:
         return
     shown = ", ".join(d.isoformat() for d in later[:5]) + (f" and {len(later) - 5} more" if len(later) > 5 else "")
@@ -515,7 +574,7 @@ def job_run(
 ) -> Iterator[RunContext]:
     """One run of ``job`` for ``run_date``: run lock, pipeline_runs row, current run for the commits.
 
-    ``attempt`` None numbers it one more than recorded. Yields the run; an exception in the body
+    ``attempt`` None numbers it one more than recorded, under the run lock. Yields the run; an exception in the body
     records ``failed`` (class and message) and propagates. A run record that cannot be written
     fails the job with RunRecordError (on a failed run, the original error propagates instead).
     """
@@ -527,31 +586,31 @@ def job_run(
         raise ValueError(f"--attempt must be at least 1, got {attempt}")
     run = RunContext(
         spark=spark, cfg=cfg, job=job, run_date=run_date,
-        attempt=attempt or next_attempt(spark, cfg, job, run_date),
-        dataset=dataset, arguments=None if arguments is None else " ".join(arguments),
+        attempt=attempt or 0, dataset=dataset, arguments=None if arguments is None else " ".join(arguments),
         started_at=_utc_now(), lock=None, faults=faults,
     )
     run.lock = _lock(run, run_lock_path(cfg, job, run_date), cfg.runs.lock_wait_s, "run")
     run.lock.acquire()
     sc = spark.sparkContext
-    outer_group = sc.getLocalProperty("spark.jobGroup.id")
+    outer = {key: sc.getLocalProperty(key) for key in ("spark.jobGroup.id", "spark.job.description")}
     sc.setJobGroup(run.job_group, f"{job} {run_date}", interruptOnCancel=False)
     try:
-        if attempt is None:
-            # Numbered again under the lock: a run that waited for another now sees its row.
-            run.attempt = next_attempt(spark, cfg, job, run_date)
         if faults:
             log.warning("fault hook armed: %s", ", ".join(f"{f.job}:{f.point}:{f.table}" for f in faults))
         try:
-            _write_record(run, S.STATUS_RUNNING)
-            _abandon_earlier(run)
+            # Read under the run lock: a run that waited for another now sees its row.
+            recorded = recorded_runs(spark, cfg, job, run_date, dataset)
+            run.attempt = attempt or recorded.next_attempt
+            _write_start(run, recorded)
+            _abandon_earlier(run, recorded.stale(run.attempt))
         except Exception as err:
             raise RunRecordError(
-                f"could not record the start of {job} {run_date} attempt {run.attempt} in gold.pipeline_runs: {err}"
+                f"could not record the start of {job} {run_date} attempt {run.attempt or 'next'} in "
+                f"gold.pipeline_runs: {err}"
             ) from err
         log.info("run of %s for %s, attempt %d", job, run_date, run.attempt)
         if job not in ORDER_FREE_JOBS:
-            _refuse_out_of_order(run)
+            _refuse_out_of_order(run, recorded.later_dates)
         _current = run
         try:
             yield run
@@ -579,5 +638,6 @@ def job_run(
         _current = None
         _last = run
         run.lock.release()
-        sc.setLocalProperty("spark.jobGroup.id", outer_group)
+        for key, value in outer.items():
+            sc.setLocalProperty(key, value)  # None removes it
 
