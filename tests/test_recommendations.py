@@ -220,11 +220,15 @@ def test_new_ids_are_appended_known_ids_keep_their_index(spark, fresh_cfg):
 
 def test_trials_metrics_and_similar_items(spark, built):
     cfg, _, summary = built
-    trials = _read(spark, catalog.ALS_TRIALS, cfg).collect()
+    trials = _read(spark, catalog.ALS_TRIALS, cfg).where(F.col(S.RUN_DATE) == RUN).collect()
     assert trials and all(math.isfinite(r[S.VALUE]) for r in trials)
     assert {(r[S.TRIAL], r[S.ALS_RANK], r[S.ALPHA], r[S.IS_BEST]) for r in trials} == {(0, 2, 4.0, True)}
     assert {r[S.METRIC] for r in trials} == {f"{m}@{K}" for m in evaluate.METRICS}
-    metrics = [r for r in _read(spark, catalog.MODEL_METRICS, cfg).collect() if r[S.JOB] == build_recommendations.JOB]
+    metrics = [
+        r
+        for r in _read(spark, catalog.MODEL_METRICS, cfg).where(F.col(S.RUN_DATE) == RUN).collect()
+        if r[S.JOB] == build_recommendations.JOB
+    ]
     assert all(r[S.VALUE] is None or math.isfinite(r[S.VALUE]) for r in metrics)
     test = {(r[S.MODEL], r[S.METRIC]) for r in metrics if r[S.SPLIT] == "test"}
     for model in ("als", "popularity", "cooccurrence"):
@@ -239,6 +243,97 @@ def test_trials_metrics_and_similar_items(spark, built):
         per_item[r[S.ITEM_ID]] = per_item.get(r[S.ITEM_ID], 0) + 1
     assert max(per_item.values()) <= K
     assert "_checkpoints/als" in spark.sparkContext.getCheckpointDir()
+
+
+def test_als_retunes_only_when_the_data_calls_for_it(spark, built):
+    """The first night tunes; the next reuses its best without writing trials or validation figures
+    (one more job run on the built warehouse, which the tests above filter out by run date); a night
+    retune_every_days (7, conf/base.yaml) later, or any night with 0, decides from the same table to
+    tune again (the tuning itself is the first night's; test_retune_policy has every reason)."""
+    cfg, _, first = built
+    assert cfg.als.retune_every_days == 7
+    assert first[S.DATASET_LANDING]["is_retuned"]
+    assert first[S.DATASET_LANDING]["tuning"] == "retuned: no earlier tuning"
+
+    def nights(spec, **where):
+        rows = _read(spark, spec, cfg).where(F.col(S.DATASET) == S.DATASET_LANDING)
+        for column, value in where.items():
+            rows = rows.where(F.col(column) == value)
+        return sorted({r[S.RUN_DATE] for r in rows.select(S.RUN_DATE).distinct().collect()})
+
+    assert nights(catalog.ALS_TRIALS) == [RUN]
+    next_night = RUN + dt.timedelta(days=1)
+    reused = build_recommendations.run(spark, cfg, next_night)[S.DATASET_LANDING]
+    assert not reused["is_retuned"] and reused["tuning"].startswith(f"reused {RUN}: 1 d old")
+    assert reused["best"] == first[S.DATASET_LANDING]["best"] and reused["test"]
+    assert nights(catalog.ALS_TRIALS) == [RUN]
+    metric_nights = {
+        split: nights(catalog.MODEL_METRICS, job=build_recommendations.JOB, split=split)
+        for split in ("validation", "test")
+    }
+    assert metric_nights == {"validation": [RUN], "test": [RUN, next_night]}
+    written = _read(spark, catalog.RECOMMENDATIONS, cfg).where(F.col(S.RUN_DATE) == next_night).count()
+    assert written == reused["recommendations"] > 0
+
+    # The decision of later nights, from the table as it is now: only the nights before the run date count,
+    # and a date's own trials (from an earlier run of it) are seen, to be removed by a reusing re-run.
+    assert build_recommendations._last_tuning(spark, cfg, S.DATASET_LANDING, RUN) == (None, True)
+    week_on = RUN + dt.timedelta(days=7)
+    last, has_tonight = build_recommendations._last_tuning(spark, cfg, S.DATASET_LANDING, week_on)
+    assert (last.run_date, last.best, has_tonight) == (RUN, als.Params(2, 0.1, 4.0), False)
+    assert build_recommendations._choose(cfg, week_on, last, last.n_examples) == build_recommendations._Choice(
+        None, f"retuned: the tuning of {RUN} is 7 d old (als.retune_every_days 7)"
+    )
+    every_night = dataclasses.replace(cfg, als=dataclasses.replace(cfg.als, retune_every_days=0))
+    assert build_recommendations._choose(every_night, next_night, last, last.n_examples).params is None
+
+
+def test_retune_policy(fresh_cfg):
+    """Each reason to re-tune, and reuse otherwise (pure: no table read)."""
+    cfg = _cfg(fresh_cfg, retune_every_days=7, retune_growth=0.5)
+    cfg = dataclasses.replace(
+        cfg, als=dataclasses.replace(cfg.als, grid=dataclasses.replace(cfg.als.grid, rank=(2, 4)))
+    )
+    points = (als.Params(2, 0.1, 4.0), als.Params(4, 0.1, 4.0))
+    last = build_recommendations._LastTuning(
+        D(2024, 1, 3), points, points[1], 100, frozenset(f"{m}@{K}" for m in evaluate.METRICS)
+    )
+
+    def choose(run_date=None, tuning=last, n=100, c=cfg):
+        return build_recommendations._choose(c, run_date or D(2024, 1, 9), tuning, n)
+
+    reuse = build_recommendations._Choice(points[1], "reused 2024-01-03: 6 d old, 150 validation users against 100")
+    assert choose(n=150) == reuse
+    assert choose(n=50).params == points[1]
+    assert choose(n=0) == build_recommendations._Choice(points[1], "reused 2024-01-03: no validation rows tonight")
+    retunes = {
+        "retuned: no earlier tuning": choose(tuning=None),
+        "retuned: als.grid changed since the tuning of 2024-01-03": choose(
+            tuning=dataclasses.replace(last, grid=points[:1])
+        ),
+        "retuned: als.k changed since the tuning of 2024-01-03": choose(
+            c=dataclasses.replace(cfg, als=dataclasses.replace(cfg.als, k=K + 1))
+        ),
+        "retuned: the tuning of 2024-01-03 is 7 d old (als.retune_every_days 7)": choose(run_date=D(2024, 1, 10)),
+        "retuned: the tuning of 2024-01-03 is 1 d old (als.retune_every_days 0)": choose(
+            run_date=D(2024, 1, 4), c=dataclasses.replace(cfg, als=dataclasses.replace(cfg.als, retune_every_days=0))
+        ),
+        "retuned: 151 validation users against 100 at the tuning of 2024-01-03 (more than als.retune_growth 0.5 "
+        "apart)": choose(n=151),
+        "retuned: 49 validation users against 100 at the tuning of 2024-01-03 (more than als.retune_growth 0.5 "
+        "apart)": choose(n=49),
+    }
+    assert {note: (c.params, c.note) for note, c in retunes.items()} == {note: (None, note) for note in retunes}
+    untuned = choose(tuning=None, n=0)
+    assert untuned.params == points[0] and untuned.note.startswith("untuned: no validation rows and no earlier")
+
+
+def test_retune_keys_reject_negative_values(cfg):
+    from shoplens.config import ConfigError
+
+    for key in ({"retune_every_days": -1}, {"retune_growth": -0.1}):
+        with pytest.raises(ConfigError, match="retune_every_days and als.retune_growth must be non-negative"):
+            dataclasses.replace(cfg.als, **key)
 
 
 def test_empty_training_window_writes_empty_slices(spark, fresh_cfg):

@@ -311,6 +311,11 @@ class AlsConfig:
     max_iter: int
     seed: int
     grid: AlsGrid
+    # Re-tune over the grid when the last tuning (gold.als_trials, before the run date) is at least
+    # this many days old (0: every night), or when the validation users differ from the last best
+    # trial's by more than retune_growth times its count; else reuse its best (docs/ALS.md).
+    retune_every_days: int
+    retune_growth: float
     # ALS blocks: one per this many users (items), at most max_blocks; also the top-K item blocks.
     rows_per_block: int
     max_blocks: int
@@ -333,6 +338,8 @@ class AlsConfig:
             raise ConfigError("als.event_weights must give each counted event type a positive weight")
         if self.gate_margin < 0:
             raise ConfigError("als.gate_margin must be non-negative")
+        if self.retune_every_days < 0 or self.retune_growth < 0:
+            raise ConfigError("als.retune_every_days and als.retune_growth must be non-negative")
 
 
 SEQREC_MODELS = ("gru4rec", "sasrec")

@@ -6,8 +6,11 @@ For each dataset (every dataset in silver unless ``--dataset`` names some), as o
 
 1. confidence per (user, item) from the non-bot events of the training window (event-type weights,
    recency decay: :mod:`shoplens.recs.interactions`); new user and item ids MERGEd into the id maps;
-2. tuning: each (rank, regParam, alpha) of ``als.grid`` is trained on the events before each user's
-   validation target and scored on the validation rows of ``gold.sequence_examples`` (never test);
+2. tuning, on the nights the data calls for it (no earlier tuning, a changed grid, a tuning
+   ``als.retune_every_days`` old, validation users ``als.retune_growth`` apart; else the last
+   tuning's best is reused): each (rank, regParam, alpha) of ``als.grid`` is trained on the events
+   before each user's validation target and scored on the validation rows of
+   ``gold.sequence_examples`` (never test);
 3. evaluation: the winner, global popularity and item-item co-occurrence, trained on the events
    before each user's test target, scored on the test rows; the quality gate fails the run when ALS
    trails popularity by more than ``als.gate_margin`` (nDCG@K);
@@ -26,13 +29,14 @@ import itertools
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli
+from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.io import replace_slice
@@ -50,7 +54,8 @@ CUTOFF = interactions.CUTOFF
 def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[str] | None = None) -> dict[str, Any]:
     """Builds the recommendations of ``datasets`` (default: every dataset in silver) for ``run_date``.
 
-    Returns: per dataset, a summary (users, recommendations, best parameters, test metrics).
+    Returns: per dataset, a summary (users, recommendations, best parameters, whether and why ALS
+    re-tuned, test metrics).
     Raises QualityGateFailed when ALS trails popularity by more than the configured margin.
     """
     location = catalog.SILVER_EVENTS.location(cfg)
@@ -70,6 +75,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
     summary = {}
     for dataset in datasets:
         summary[dataset] = build_dataset(spark, cfg, run_date, silver.where(F.col(S.DATASET) == dataset), dataset)
+    runs.add_metrics({"als_retuned": sum(bool(s.get("is_retuned")) for s in summary.values())})
     log.info("recommendations for %s: %s", run_date, summary)
     return summary
 
@@ -124,16 +130,9 @@ def build_dataset(
         item_map = item_map.join(ids.select(S.ITEM_ID).distinct(), [S.ITEM_ID], "left_semi").persist()
         n_users, n_items = user_map.count(), item_map.count()
         held_out = _held_out(spark, cfg, dataset)
-        best, trial_rows, val_figures = _tune(
+        best, val_figures, choice = _tune(
             spark, cfg, run_date, dataset, inputs, held_out, user_map, item_map, n_users, n_items
         )
-        if trial_rows:
-            replace_slice(
-                spark.createDataFrame(trial_rows, S.ALS_TRIALS),
-                catalog.ALS_TRIALS,
-                cfg,
-                {S.RUN_DATE: run_date, S.DATASET: dataset},
-            )
         metrics = [
             Metric(run_date, JOB, dataset, "als", "validation", PROTOCOL, name, float(value), val_figures.get("users"))
             for name, value in val_figures.items()
@@ -168,6 +167,8 @@ def build_dataset(
             "users": targets.count(),
             "recommendations": written,
             "best": {"rank": best.rank, "reg_param": best.reg_param, "alpha": best.alpha},
+            "tuning": choice.note,
+            "is_retuned": choice.params is None,
             "test": test_figures,
         }
     finally:
@@ -325,51 +326,172 @@ def _eval_targets(inter: DataFrame, categories: DataFrame, users: DataFrame) -> 
     )
 
 
+@dataclass(frozen=True)
+class _LastTuning:
+    """A dataset's newest tuning in gold.als_trials: its grid by trial, its best trial's parameters and
+    validation users, and the metrics it scored."""
+
+    run_date: dt.date
+    grid: tuple[als.Params, ...]
+    best: als.Params
+    n_examples: int
+    metrics: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """Tonight's ALS parameters, None to tune the grid, and why in words (the summary's "tuning")."""
+
+    params: als.Params | None
+    note: str
+
+
+def _last_tuning(spark, cfg, dataset: str, run_date: dt.date) -> tuple[_LastTuning | None, bool]:
+    """The dataset's newest tuning before ``run_date``, and whether gold.als_trials already holds trials
+    of ``run_date`` (an earlier run of the date). One Spark action, at most two nights' trial rows."""
+    location = catalog.ALS_TRIALS.location(cfg)
+    if not catalog.table_exists(spark, location):
+        return None, False
+    trial = F.struct(S.TRIAL, S.ALS_RANK, S.REG_PARAM, S.ALPHA, S.METRIC, S.N_EXAMPLES, S.IS_BEST)
+    nights = (
+        spark.read.format("delta")
+        .load(location)
+        .where((F.col(S.DATASET) == dataset) & (F.col(S.RUN_DATE) <= F.lit(run_date)))
+        .groupBy(S.RUN_DATE)
+        .agg(F.collect_list(trial).alias("_trials"))
+        .orderBy(F.col(S.RUN_DATE).desc())
+        .limit(2)
+        .collect()
+    )
+    has_tonight = any(n[S.RUN_DATE] == run_date for n in nights)
+    earlier = [n for n in nights if n[S.RUN_DATE] < run_date][:1]
+    if not earlier:
+        return None, has_tonight
+    rows = earlier[0]["_trials"]
+    best = [r for r in rows if r[S.IS_BEST]]
+    if not best:
+        return None, has_tonight
+    grid = {r[S.TRIAL]: als.Params(r[S.ALS_RANK], r[S.REG_PARAM], r[S.ALPHA]) for r in rows}
+    last = _LastTuning(
+        earlier[0][S.RUN_DATE],
+        tuple(grid[t] for t in sorted(grid)),
+        grid[best[0][S.TRIAL]],
+        int(best[0][S.N_EXAMPLES]),
+        frozenset(r[S.METRIC] for r in rows),
+    )
+    return last, has_tonight
+
+
+def _incompatible(cfg: Config, last: _LastTuning | None) -> str | None:
+    """Why the last tuning cannot stand for tonight's configuration, or None."""
+    if last is None:
+        return "no earlier tuning"
+    if last.grid != tuple(_grid(cfg)):
+        return f"als.grid changed since the tuning of {last.run_date}"
+    if f"ndcg@{cfg.als.k}" not in last.metrics:
+        return f"als.k changed since the tuning of {last.run_date}"
+    return None
+
+
+def _choose(cfg: Config, run_date: dt.date, last: _LastTuning | None, n_validation: int) -> _Choice:
+    """Re-tune or reuse (docs/ALS.md, "When ALS re-tunes"), from the tables before ``run_date`` and
+    tonight's validation users only, so that a re-run or a backfill of the date decides the same."""
+    a = cfg.als
+    why = _incompatible(cfg, last)
+    if n_validation == 0:
+        if why is None:
+            return _Choice(last.best, f"reused {last.run_date}: no validation rows tonight")
+        return _Choice(_grid(cfg)[0], f"untuned: no validation rows and {why}: the first grid point")
+    if why is not None:
+        return _Choice(None, f"retuned: {why}")
+    age = (run_date - last.run_date).days
+    if age >= a.retune_every_days:
+        return _Choice(
+            None, f"retuned: the tuning of {last.run_date} is {age} d old (als.retune_every_days {a.retune_every_days})"
+        )
+    if abs(n_validation - last.n_examples) > a.retune_growth * last.n_examples:
+        return _Choice(
+            None,
+            f"retuned: {n_validation} validation users against {last.n_examples} at the tuning of "
+            f"{last.run_date} (more than als.retune_growth {a.retune_growth} apart)",
+        )
+    return _Choice(
+        last.best, f"reused {last.run_date}: {age} d old, {n_validation} validation users against {last.n_examples}"
+    )
+
+
 def _tune(spark, cfg, run_date, dataset, inputs, held_out, user_map, item_map, n_users, n_items):
-    """Scores every grid point on the validation rows; returns (best, trial rows, best's figures)."""
-    grid = _grid(cfg)
-    k = cfg.als.k
+    """Tonight's parameters: the grid tuned on the validation rows (its trials replace the slice
+    (run_date, dataset) of gold.als_trials) when _choose says so, else the last tuning's best.
+
+    Returns: (best, the best trial's validation figures or {} when not tuned, the _Choice).
+    """
     validation = None if held_out is None else held_out.where(F.col(S.SPLIT) == "validation")
-    if validation is None or validation.limit(1).count() == 0:
-        log.warning("%s: no validation rows: the first grid point %s is used untuned", dataset, grid[0])
-        return grid[0], [], {}
+    # The users ranking_metrics scores ("users", the trials' n_examples).
+    n_validation = 0 if validation is None else validation.select(S.USER_ID).distinct().count()
+    last, has_tonight = _last_tuning(spark, cfg, dataset, run_date)
+    choice = _choose(cfg, run_date, last, n_validation)
+    log.info("%s: ALS %s", dataset, choice.note)
+    where = {S.RUN_DATE: run_date, S.DATASET: dataset}
+    if choice.params is not None:
+        if has_tonight:
+            # An earlier run of the date tuned: its trials go, so the slice says what tonight used.
+            replace_slice(_empty(spark, S.ALS_TRIALS), catalog.ALS_TRIALS, cfg, where)
+        return choice.params, {}, choice
+    scored = _trials(spark, cfg, inputs, validation, user_map, item_map, n_users, n_items)
+    # The best nDCG@K; ties: the earlier trial.
+    best_trial, best, figures = max(scored, key=lambda s: (s[2][f"ndcg@{cfg.als.k}"], -s[0]))
+    rows = _trial_rows(run_date, dataset, scored, best_trial)
+    replace_slice(spark.createDataFrame(rows, S.ALS_TRIALS), catalog.ALS_TRIALS, cfg, where)
+    val = dict(figures)
+    val.update({"param_rank": best.rank, "param_reg_param": best.reg_param, "param_alpha": best.alpha})
+    return best, val, choice
+
+
+def _trial_rows(run_date: dt.date, dataset: str, scored, best_trial: int) -> list[tuple]:
+    """gold.als_trials rows, in its column order: one per (trial, metric)."""
+    rows = [
+        {
+            S.RUN_DATE: run_date,
+            S.DATASET: dataset,
+            S.TRIAL: trial,
+            S.ALS_RANK: params.rank,
+            S.REG_PARAM: params.reg_param,
+            S.ALPHA: params.alpha,
+            S.METRIC: name,
+            S.VALUE: float(figures[name]),
+            S.N_EXAMPLES: int(figures["users"]),
+            S.IS_BEST: trial == best_trial,
+        }
+        for trial, params, figures in scored
+        for name in sorted(figures)
+        if name != "users"
+    ]
+    return [tuple(row[c] for c in S.ALS_TRIALS.fieldNames()) for row in rows]
+
+
+def _trials(spark, cfg, inputs, validation, user_map, item_map, n_users, n_items):
+    """Every grid point trained on the events before each validation target and scored on the targets.
+
+    Returns: one (trial, params, figures) per grid point, in grid order.
+    """
     inter, excluded = inputs.before(validation.select(S.USER_ID, CUTOFF))
     targets = _eval_targets(inter, inputs.categories, validation).persist()
-    rows, scored = [], []
+    scored = []
     try:
-        for trial, params in enumerate(grid):
+        for trial, params in enumerate(_grid(cfg)):
             model = _fit(spark, cfg, inter, user_map, item_map, params, n_users, n_items)
             recs = _recommend(
                 spark, cfg, model, inter, excluded, targets, inputs.categories, user_map, item_map, n_items
             )
-            figures = evaluate.ranking_metrics(recs, validation, k)
+            figures = evaluate.ranking_metrics(recs, validation, cfg.als.k)
             recs.unpersist()
-            scored.append((figures[f"ndcg@{k}"], -trial, params, figures))
-            for name in sorted(figures):
-                if name != "users":
-                    rows.append(
-                        (
-                            run_date,
-                            dataset,
-                            trial,
-                            params.rank,
-                            params.reg_param,
-                            params.alpha,
-                            name,
-                            float(figures[name]),
-                            int(figures["users"]),
-                            False,
-                        )
-                    )
-            log.info("%s trial %d %s: %s", dataset, trial, params, figures)
+            scored.append((trial, params, figures))
+            log.info("trial %d %s: %s", trial, params, figures)
     finally:
         for df in (inter, excluded, targets):
             df.unpersist()
-    _, neg_trial, best, figures = max(scored, key=lambda s: (s[0], s[1]))
-    rows = [r[:-1] + (r[2] == -neg_trial,) for r in rows]
-    val = {name: value for name, value in figures.items()}
-    val.update({"param_rank": best.rank, "param_reg_param": best.reg_param, "param_alpha": best.alpha})
-    return best, rows, val
+    return scored
 
 
 def _evaluate(spark, cfg, inputs, held_out, user_map, item_map, best, n_users, n_items) -> dict[str, dict[str, float]]:
