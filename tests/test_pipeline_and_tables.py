@@ -31,7 +31,7 @@ def test_describe_tables_lists_location_version_and_rows(spark, fresh_cfg, fixtu
 def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_summary(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "shoplens.pipeline", "--env", "local", "--demo", "--conf-dir", str(CONF_DIR),
-         "--demo-days", "2", "--demo-events", "2000",
+         "--demo-days", "4", "--demo-events", "3000",
          "--set", f"paths.warehouse={tmp_path / 'wh'}", "--set", f"paths.landing={tmp_path / 'landing'}",
          *[arg for item in SMALL_SHOP_OVERRIDES for arg in ("--set", item)]],
         capture_output=True, text=True, check=False,
@@ -50,7 +50,7 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     profiles = ("gold.user_daily_activity", "gold.user_profiles", "gold.segment_summary")
     for table in gold + profiles:
         assert summary[table]["rows"] > 0, table
-    # Two days are no labelled churn history: the churn tables exist, empty; every user is valued.
+    # Four days are no labelled churn history: the churn tables exist, empty; every user is valued.
     assert summary["gold.churn_scores"]["rows"] == 0
     assert summary["gold.customer_value"]["rows"] > 0
     assert summary["gold.session_events"]["rows"] == summary["silver.events"]["rows"]
@@ -60,5 +60,11 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     # The last date is complete, so it is published (the first one, without predictions, is not).
     assert summary["gold.published_runs"]["rows"] == 1
     # Every job ran through its main, so gold.pipeline_runs holds one succeeded run of each: the
-    # first date without the three last-date steps.
-    assert summary["gold.pipeline_runs"]["rows"] == 2 * len(STEPS) - len(LAST_DATE_STEPS)
+    # bulk-loaded history (days 1 and 2, one run per job that loads it), then the last two nights,
+    # the first without the three last-date steps.
+    history = ["ingest_landing", "build_silver_events", "build_silver_items", "build_sessions", "build_sequences",
+               "build_user_activity", "build_user_profiles"]
+    assert summary["gold.pipeline_runs"]["rows"] == len(history) + 2 * len(STEPS) - len(LAST_DATE_STEPS)
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == summary["gold.pipeline_runs"]["rows"]
+    assert "] 2024-01-02 ingest_landing " in progress[0] and "] 2024-01-04 publish " in progress[-1]

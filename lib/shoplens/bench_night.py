@@ -13,7 +13,9 @@
 
 The last stdout line is one JSON object: ``jobs`` (per job: ``seconds``, ``spark_jobs``,
 ``spark_tasks``, ``commits``, ``rows_written``, ``rows_read``), ``night_seconds``,
-``median_job_seconds``, ``seconds_to_first_spark_job``, the machine and the load average.
+``median_job_seconds``, ``seconds_to_first_spark_job``, ``build_recommendations_by_night`` (seconds,
+Spark jobs and whether ALS re-tuned, on each night: a re-tune night and a normal night), the machine
+and the load average.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def _event_log_dir(workdir: Path) -> Path:
 def _event_log_overrides(workdir: Path) -> list[str]:
     return [
         "spark.conf.spark.eventLog.enabled=true",
+        # Spark 4 compresses event logs (zstd) by default; the bench reads them as JSON lines.
+        "spark.conf.spark.eventLog.compress=false",
         f"spark.conf.spark.eventLog.dir={_event_log_dir(workdir).as_uri()}",
     ]
 
@@ -140,6 +144,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     prep_seconds = round(time.perf_counter() - started, 1)
     measured: dict[str, dict[str, Any]] = {}
     groups: dict[str, str] = {}
+    # build_recommendations on each night: the first after the history re-tunes ALS, the last reuses.
+    als_nights: dict[str, dict[str, Any]] = {}
     for run_date in history.nightly:
         last = run_date == history.nightly[-1]
         for name in pipeline.night_steps(demo, last):
@@ -148,10 +154,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             seconds = time.perf_counter() - began
             if code:
                 raise RuntimeError(f"{name} for {run_date} exited with {code}")
-            if not last:
-                continue
             done = runs.last_run()
             assert done is not None and done.job == name
+            if name == "build_recommendations":
+                als_nights[run_date.isoformat()] = {
+                    "seconds": round(seconds, 2), "retuned": bool(done.metrics.get("als_retuned", 1.0)),
+                    "spark_jobs": runs.spark_job_counts(spark, done.job_group)[0],
+                }
+            if not last:
+                continue
             spark_jobs, tasks = runs.spark_job_counts(spark, done.job_group)
             groups[done.job_group] = name
             measured[name] = {
@@ -171,6 +182,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "max_job_seconds_but_training": max(j["seconds"] for n, j in measured.items() if n != "train_next_item"),
         "spark_jobs": sum(j["spark_jobs"] for j in measured.values()),
         "commits": sum(j["commits"] for j in measured.values()),
+        "build_recommendations_by_night": als_nights,
     }
     if not args.skip_submit:
         result["seconds_to_first_spark_job"] = _submit_start(cfg, args, workdir, history.nightly[-1], overrides)

@@ -1,9 +1,10 @@
 """``python -m shoplens.pipeline``: the nightly pipeline in one local Spark session (``make run``).
 
-With ``--demo`` it first generates the demo shop (``shoplens.demo.generate``: a few weeks of landing
-files with planted dirt and their ground truth under ``<landing>/_truth``) and runs every landing
-date in order, pseudonymising with the published demo key; otherwise it runs the given
-``--run-date``. Each step is the job's own ``main``, the entry point spark-submit and Airflow run,
+With ``--demo`` it first generates the demo shop (``shoplens.demo.generate``: three months of
+landing files with planted dirt and their ground truth under ``<landing>/_truth``), bulk-loads its
+history (every landing date but the last two, :func:`prepare_history`) and runs the last two nights
+one by one through every nightly job, pseudonymising with the published demo key; otherwise it runs
+the given ``--run-date``. Each step is the job's own ``main``, the entry point spark-submit and Airflow run,
 inside this one session: a local run computes what a cluster run computes, takes the same run
 locks and records every job in gold.pipeline_runs. A job that exits non-zero stops the pipeline
 with its exit code. Dates processed before in the same warehouse are rewound first (as
@@ -61,8 +62,12 @@ STEPS = {
 # every night): two Horovod launches a night would double the demo's time and show nothing more.
 # Only that date is complete (next-item predictions included), so only it is published.
 LAST_DATE_STEPS = ("train_next_item", "score_next_item", "publish")
-DEMO_OVERRIDES = ("seqrec.epochs=3",)
-DEMO_START, DEMO_DAYS, DEMO_EVENTS = "2024-01-01", 14, 30_000
+# Churn on three months: a 21-day horizon, training snapshots 21 and 35 days before the
+# evaluation snapshot (the shop's own 90-day horizon needs most of a year of history).
+DEMO_OVERRIDES = (
+    "seqrec.epochs=3", "churn.horizon_days=21", "churn.snapshot_step_days=14", "churn.training_snapshots=2",
+)
+DEMO_START, DEMO_DAYS, DEMO_EVENTS = "2024-01-01", 91, 90_000
 # The demo's last nights, run one by one after its history.
 NIGHTLY_DAYS = 2
 
@@ -117,14 +122,47 @@ def generate_demo(cfg, args: argparse.Namespace) -> list[dt.date]:
 
 
 def prepare_history(args: argparse.Namespace, dates: list[dt.date], progress=None) -> History:
-    """Runs the demo's history (every night but the last ``NIGHTLY_DAYS``) night by night; returns
-    the nights left to run."""
+    """Bulk-loads the demo's history (every landing date but the last ``NIGHTLY_DAYS``); returns the
+    nights left to run one by one.
+
+    The history H = [first, last] goes through each job once where the job can take a range:
+    ``ingest_landing``, ``build_silver_events`` and ``build_silver_items`` with ``--since first``
+    (one pass each, the same rows as in-order nights), ``build_sessions``
+    (its first run rebuilds the dataset), ``build_sequences``, ``build_user_activity --since
+    first``, and ``build_user_profiles`` on every snapshot date the last night's churn reads. The
+    nightly nights then run every job, so each job runs as a night at least once.
+    """
     history, nightly = dates[:-NIGHTLY_DAYS], dates[-NIGHTLY_DAYS:]
-    for run_date in history:
-        code = run_night(run_date, args, last=False, progress=progress)
+    for name, run_date, extra in history_steps(args, history, nightly):
+        began = time.perf_counter()
+        code = STEPS[name]([*job_argv(name, run_date, args), *extra])
+        if progress is not None:
+            progress.line(name, run_date, time.perf_counter() - began, code)
         if code:
+            log.error("%s for %s exited with code %d: the pipeline stops here", name, run_date, code)
             raise SystemExit(code)
-    return History("nightly", tuple(nightly))
+    return History("bulk" if history else "nightly", tuple(nightly))
+
+
+def history_steps(
+    args: argparse.Namespace, history: list[dt.date], nightly: list[dt.date]
+) -> list[tuple[str, dt.date, list[str]]]:
+    """The job-runs that bulk-load ``history``: (job, run date, extra arguments), in order."""
+    if not history:
+        return []
+    first, last = history[0], history[-1]
+    cfg = cli.load_job_config(args)
+    since = ["--since", first.isoformat()]
+    # The snapshots the last night's churn reads (the night before it finds them missing and says so).
+    night = nightly[-1] if nightly else last
+    churn = (*cfg.churn.training_dates(night), cfg.churn.evaluation_date(night))
+    snapshots = sorted({d for d in churn if first <= d < last} | {last})
+    return [
+        ("ingest_landing", last, since), ("build_silver_events", last, since),
+        ("build_silver_items", last, since),
+        ("build_sessions", last, []), ("build_sequences", last, []), ("build_user_activity", last, since),
+        *[("build_user_profiles", d, []) for d in snapshots],
+    ]
 
 
 class Progress:
@@ -183,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(cfg, "shoplens.pipeline")
     dates = _rewind_if_run_before(spark, cfg, dates, argv, args.demo)
     nights = list(dates)
-    progress = Progress(sum(len(night_steps(args, d == dates[-1])) for d in dates))
     if args.demo:
+        history, last_nights = dates[:-NIGHTLY_DAYS], dates[-NIGHTLY_DAYS:]
+        total = len(history_steps(args, history, last_nights))
+        total += sum(len(night_steps(args, d == dates[-1])) for d in last_nights)
+        progress = Progress(total)
         nights = list(prepare_history(args, dates, progress).nightly)
+    else:
+        progress = Progress(sum(len(night_steps(args, d == dates[-1])) for d in dates))
     for run_date in nights:
         code = run_night(run_date, args, last=run_date == nights[-1], progress=progress)
         if code:

@@ -21,8 +21,9 @@ _ITEM_JSON = T.StructType(
 )
 
 
-def with_item_fields(lines: DataFrame, run_date: dt.date) -> DataFrame:
-    """Parses catalogue lines, types them and adds ``reason`` (null for a usable line).
+def with_item_fields(lines: DataFrame, run_date: dt.date | None) -> DataFrame:
+    """Parses catalogue lines, types them and adds ``reason`` (null for a usable line). The lines are
+    of ``run_date``, or (None) of their own ``run_date`` column: several landing dates at once.
 
     A line repeating an item already listed earlier in the same landing (by file, then line) is
     rejected as ``duplicate_item``: one landing date gives each item one set of attributes.
@@ -33,7 +34,8 @@ def with_item_fields(lines: DataFrame, run_date: dt.date) -> DataFrame:
     item_id = F.nullif(F.trim(F.col(f"_p.{S.ITEM_ID}")), F.lit(""))
     raw_price = F.trim(F.col(f"_p.{S.PRICE}"))
     price = raw_price.try_cast(PRICE_TYPE)
-    first_listing = Window.partitionBy(S.ITEM_ID).orderBy(S.SOURCE_FILE, S.RAW_LINE)
+    first_listing = Window.partitionBy(S.ITEM_ID, S.UPDATED_ON).orderBy(S.SOURCE_FILE, S.RAW_LINE)
+    landed_on = F.col(S.RUN_DATE) if run_date is None else F.lit(run_date)
     typed = lines.withColumn("_p", parsed).select(
         item_id.alias(S.ITEM_ID),
         F.nullif(F.trim(F.col(f"_p.{S.CATEGORY_ID}")), F.lit("")).alias(S.CATEGORY_ID),
@@ -41,7 +43,7 @@ def with_item_fields(lines: DataFrame, run_date: dt.date) -> DataFrame:
         F.col(f"_p.{S.TITLE}").alias(S.TITLE),
         price.alias(S.PRICE),
         F.to_date(F.try_to_timestamp(F.trim(F.col(f"_p.{S.LISTED_DATE}")))).alias(S.LISTED_DATE),
-        F.lit(run_date).alias(S.UPDATED_ON),
+        landed_on.alias(S.UPDATED_ON),
         S.SOURCE_FILE,
         S.RAW_LINE,
         F.when(F.trim(F.col(S.RAW_LINE)) == "", "blank_line")

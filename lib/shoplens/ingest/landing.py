@@ -48,8 +48,9 @@ def with_parse_result(lines: DataFrame) -> DataFrame:
     )
 
 
-def bronze_events(parsed: DataFrame, run_date: dt.date) -> DataFrame:
-    """Returns the well-formed lines of ``with_parse_result`` as bronze rows of ``run_date``.
+def bronze_events(parsed: DataFrame, run_date: dt.date | None) -> DataFrame:
+    """Returns the well-formed lines of ``with_parse_result`` as bronze rows of ``run_date`` (None:
+    of each line's own ``run_date`` column, a bulk ingest of several dates).
 
     Returns: one row per well-formed landing line; the bronze.events columns.
     """
@@ -57,19 +58,24 @@ def bronze_events(parsed: DataFrame, run_date: dt.date) -> DataFrame:
         *S.LANDING_EVENT_FIELDS,
         S.RAW_LINE,
         S.SOURCE_FILE,
-        F.lit(run_date).alias(S.RUN_DATE),
+        _run_date(run_date),
     )
 
 
-def rejected_lines(parsed: DataFrame, run_date: dt.date) -> DataFrame:
-    """Returns the lines of ``with_parse_result`` that are not events, with their reason.
+def rejected_lines(parsed: DataFrame, run_date: dt.date | None) -> DataFrame:
+    """Returns the lines of ``with_parse_result`` that are not events, with their reason (run date as
+    in :func:`bronze_events`).
 
     Returns: one row per rejected landing line; the silver.quarantine columns.
     """
     return parsed.where(F.col(S.REASON).isNotNull()).select(
-        F.lit(run_date).alias(S.RUN_DATE),
+        _run_date(run_date),
         F.lit(STAGE_LANDING).alias(S.STAGE),
         S.SOURCE_FILE,
         S.REASON,
         S.RAW_LINE,
     )
+
+
+def _run_date(run_date: dt.date | None):
+    return F.col(S.RUN_DATE) if run_date is None else F.lit(run_date).alias(S.RUN_DATE)

@@ -9,6 +9,11 @@ re-run, or running days one by one, gives the same silver as one run over all da
 
 For run date R: bronze rows landed on R = silver.events rows with run_date R + silver.quarantine
 rows (stage silver) of R + silver.duplicates rows of R.
+
+``--since D`` builds the run dates ``[D, R]`` in one pass (a history, a small shop's backfill): each
+bronze row keeps its own run date for the rules, the first delivery of an event id is its earliest
+(run date, file, line) as in-order runs would find it, the reject shares are checked per run date,
+and each table's slices of those run dates are replaced in one commit.
 """
 
 from __future__ import annotations
@@ -69,10 +74,16 @@ class SilverTarget:
     prices_required: bool = True
     incremental: bool = False
     future_days: int = 1
+    # The first run date of a build of several (``--since``); None: ``run_date`` only.
+    first_run_date: dt.date | None = None
+
+    @property
+    def first(self) -> dt.date:
+        return self.first_run_date or self.run_date
 
     @property
     def window_start(self) -> dt.date:
-        return self.run_date - dt.timedelta(days=self.late_days)
+        return self.first - dt.timedelta(days=self.late_days)
 
     @property
     def window_end(self) -> dt.date:
@@ -81,11 +92,13 @@ class SilverTarget:
         return self.run_date + dt.timedelta(days=self.future_days)
 
 
-def nightly_target(cfg: Config, run_date: dt.date) -> SilverTarget:
+def nightly_target(cfg: Config, run_date: dt.date, since: dt.date | None = None) -> SilverTarget:
     """The nightly job's slices: the accepted events landed on R (event dates ``[R - late_days,
     R + tolerance]``) of dataset ``landing``, and the run date's quarantine (stage ``silver``) and
-    duplicates."""
-    window_start = run_date - dt.timedelta(days=cfg.silver.late_days)
+    duplicates; with ``since``, those of every run date ``[since, R]``."""
+    first = since or run_date
+    window_start = first - dt.timedelta(days=cfg.silver.late_days)
+    dates = run_date if first == run_date else (first, run_date)
     return SilverTarget(
         run_date=run_date,
         late_days=cfg.silver.late_days,
@@ -94,13 +107,14 @@ def nightly_target(cfg: Config, run_date: dt.date) -> SilverTarget:
         quality_table=catalog.SILVER_EVENTS.name,
         events_slice={
             S.DATASET: S.DATASET_LANDING,
-            S.RUN_DATE: run_date,
+            S.RUN_DATE: dates,
             S.EVENT_DATE: (window_start, run_date + dt.timedelta(days=future_days(cfg))),
         },
-        quarantine_slice={S.RUN_DATE: run_date, S.STAGE: silver.STAGE_SILVER},
-        duplicates_slice={S.RUN_DATE: run_date, S.DATASET: S.DATASET_LANDING},
+        quarantine_slice={S.RUN_DATE: dates, S.STAGE: silver.STAGE_SILVER},
+        duplicates_slice={S.RUN_DATE: dates, S.DATASET: S.DATASET_LANDING},
         incremental=True,
         future_days=future_days(cfg),
+        first_run_date=None if first == run_date else first,
     )
 
 
@@ -109,15 +123,18 @@ def future_days(cfg: Config) -> int:
     return math.ceil(cfg.silver.future_tolerance_minutes / (24 * 60)) if cfg.silver.future_tolerance_minutes > 0 else 0
 
 
-def run(spark: SparkSession, cfg: Config, run_date: dt.date, demo: bool = False) -> SilverSummary:
-    """Builds silver from the rows landed on ``run_date``; returns the run date's rejection counts.
+def run(
+    spark: SparkSession, cfg: Config, run_date: dt.date, demo: bool = False, since: dt.date | None = None
+) -> SilverSummary:
+    """Builds silver from the rows landed on ``run_date`` (or on ``[since, run_date]``); returns the
+    rejection counts.
 
     When a later run date already accepted events first delivered on ``run_date`` (it ran before
     this one), those later run dates are rebuilt after it, in order, so the result is the same as
     running every date in order.
     """
     key = load_key(demo)
-    target = nightly_target(cfg, run_date)
+    target = nightly_target(cfg, run_date, since)
     summary, displaced = _build_one(spark, cfg, target, key)
     for later in displaced:
         log.warning("run date %s had accepted events first delivered on %s: rebuilding it", later, run_date)
@@ -129,7 +146,7 @@ def _build_one(spark: SparkSession, cfg: Config, target: SilverTarget, key: byte
     bronze = (
         spark.read.format("delta")
         .load(catalog.BRONZE_EVENTS.location(cfg))
-        .where(F.col(S.RUN_DATE) == F.lit(target.run_date))
+        .where(F.col(S.RUN_DATE).between(F.lit(target.first), F.lit(target.run_date)))
     )
     summary, displaced = commit_silver(spark, cfg, bronze, target, key)
     log.info(
@@ -166,15 +183,12 @@ def commit_silver(
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        by_reason = {
-            row[S.REASON]: row["count"]
-            for row in staged.groupBy(S.REASON).count().collect()  # one row per reason
-        }
-        summary = SilverSummary(
-            run_date=target.run_date,
-            bronze_rows=sum(by_reason.values()),
-            rejected_by_reason=dict(sorted((k, v) for k, v in by_reason.items() if k is not None)),
-        )
+        counts = [
+            (row[S.RUN_DATE], row[S.REASON], row["count"])
+            for row in staged.groupBy(S.RUN_DATE, S.REASON).count().collect()  # run dates x reasons
+        ]
+        summary = _summary(target.run_date, counts)
+        per_date = [_summary(day, [c for c in counts if c[0] == day]) for day in sorted({c[0] for c in counts})]
         ranked = silver.with_delivery_rank(staged.where(F.col(S.REASON).isNull()))
         firsts = ranked.where(F.col(silver.DELIVERY_RANK) == 1).withColumn(silver.TRIMMED_ID, F.trim(S.EVENT_ID))
         redelivered = firsts.limit(0)
@@ -182,7 +196,7 @@ def commit_silver(
         existing = None
         if target.incremental and catalog.table_exists(spark, catalog.SILVER_EVENTS.location(cfg)):
             existing = _window_rows(spark, cfg, target)
-            earlier = _accepted_ids(spark, cfg, target, target.window_start, target.run_date - dt.timedelta(days=1))
+            earlier = _accepted_ids(spark, cfg, target, target.window_start, target.first - dt.timedelta(days=1))
             redelivered = firsts.join(earlier, silver.TRIMMED_ID, "left_semi")
             firsts = firsts.join(earlier, silver.TRIMMED_ID, "left_anti")
         new_events = silver.silver_event_rows(firsts, key, cfg.shop.timezone, target.dataset)
@@ -211,7 +225,8 @@ def commit_silver(
                 cfg,
                 {S.RUN_DATE: target.run_date, S.TABLE_NAME: target.quality_table},
             )
-            _check_reject_shares(summary, cfg)
+            for day in per_date:
+                _check_reject_shares(day, cfg)
             report.raise_for_gates()
             # The run date's own rows: one atomic replace of their slice per table.
             replace_slice(events, catalog.SILVER_EVENTS, cfg, target.events_slice)
@@ -271,7 +286,7 @@ def _accepted_ids(spark: SparkSession, cfg: Config, target: SilverTarget, first:
 def _window_rows(spark: SparkSession, cfg: Config, target: SilverTarget) -> DataFrame:
     """The window's events accepted on other run dates, with their actor: the bot flags' context."""
     rows = _silver_of(spark, cfg, target, target.window_start, target.window_end)
-    return rows.where(F.col(S.RUN_DATE) != F.lit(target.run_date)).select(
+    return rows.where(~F.col(S.RUN_DATE).between(F.lit(target.first), F.lit(target.run_date))).select(
         silver.actor_of().alias(silver.ACTOR), S.EVENT_DATE, S.EVENT_TIME, S.EVENT_ID, S.IS_BOT
     )
 
@@ -310,6 +325,15 @@ def _update_flags(
     log.info("run date %s changed bot flags of earlier events in %s", target.run_date, spec.name)
 
 
+def _summary(run_date: dt.date, counts: list[tuple[dt.date, str | None, int]]) -> SilverSummary:
+    """The counts of every (run date, reason) in ``counts`` as the summary of ``run_date``."""
+    by_reason: dict[str, int] = {}
+    for _, reason, n in counts:
+        if reason is not None:
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    return SilverSummary(run_date, sum(n for _, _, n in counts), dict(sorted(by_reason.items())))
+
+
 def _check_reject_shares(summary: SilverSummary, cfg: Config) -> None:
     if not summary.bronze_rows:
         return
@@ -326,11 +350,16 @@ def _check_reject_shares(summary: SilverSummary, cfg: Config) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.job_parser(__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="pseudonymise with the published demo key")
+    parser.add_argument(
+        "--since", type=cli.run_date_arg, default=None, help="build every run date from this one to the run date"
+    )
     return cli.run_job("build_silver_events", parser, argv, _work)
 
 
 def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
-    summary = run(spark, cfg, args.run_date, demo=args.demo)
+    if args.since is not None and args.since > args.run_date:
+        raise ValueError(f"--since {args.since} is after the run date {args.run_date}")
+    summary = run(spark, cfg, args.run_date, demo=args.demo, since=args.since)
     runs.add_input_rows(summary.bronze_rows)
     runs.add_metrics({f"rejected_{reason}": n for reason, n in summary.rejected_by_reason.items()})
 
