@@ -67,7 +67,7 @@ LAST_DATE_STEPS = ("train_next_item", "score_next_item", "publish")
 DEMO_OVERRIDES = (
     "seqrec.epochs=3", "churn.horizon_days=21", "churn.snapshot_step_days=14", "churn.training_snapshots=2",
 )
-DEMO_START, DEMO_DAYS, DEMO_EVENTS = "2024-01-01", 91, 90_000
+DEMO_START, DEMO_DAYS, DEMO_EVENTS = "2024-01-01", 91, 30_000
 # The demo's last nights, run one by one after its history.
 NIGHTLY_DAYS = 2
 
