@@ -66,6 +66,8 @@ LAST_DATE_STEPS = ("train_next_item", "score_next_item", "publish")
 # evaluation snapshot (the shop's own 90-day horizon needs most of a year of history).
 DEMO_OVERRIDES = (
     "seqrec.epochs=3", "churn.horizon_days=21", "churn.snapshot_step_days=14", "churn.training_snapshots=2",
+    # One KMeans fit over the demo's history (its profile snapshots span 56 days), reused after.
+    "profiles.clusters.refit_every_days=60",
 )
 DEMO_START, DEMO_DAYS, DEMO_EVENTS = "2024-01-01", 91, 30_000
 # The demo's last nights, run one by one after its history.
