@@ -89,3 +89,25 @@ def test_submit_command_carries_the_session_settings_and_the_run_date():
         "--run-date", "2024-01-02", "--env", "cluster", "--conf-dir", str(CONF), "--set", "paths.warehouse=/tmp/wh",
     ]
     assert SubmitSpec.from_json(spec.to_json()) == dataclasses.replace(spec, conf=dict(spec.conf))
+
+
+def test_a_jobs_session_registers_no_table_and_a_query_session_every_existing_one(spark, fresh_cfg, monkeypatch):
+    """Jobs read by path (a spark-submitted job's catalog dies with it): their session skips the
+    registration, one Delta log read per table. Sessions that query by name register."""
+    import os
+    import sys
+
+    from shoplens import catalog
+    from shoplens.session import build_session
+
+    spec = catalog.SILVER_ITEMS
+    location = spec.location(fresh_cfg)
+    spark.createDataFrame([], spec.schema).write.format("delta").save(location)
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    assert build_session(fresh_cfg, "a job", register=False) is spark
+    assert spark.conf.get(f"shoplens.registered.{spec.name}", None) != location
+    # Started from Python, Spark's Python workers run this interpreter unless told otherwise.
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
+    build_session(fresh_cfg, "a query")
+    assert spark.conf.get(f"shoplens.registered.{spec.name}", None) == location
+    assert spark.table(spec.name).count() == 0

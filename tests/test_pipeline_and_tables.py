@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from shoplens.jobs import ingest_landing
-from shoplens.pipeline import LAST_DATE_STEPS, STEPS
+from shoplens.pipeline import STEPS
 from shoplens.tables import describe_tables
 
 from .conftest import CONF_DIR, SMALL_SHOP_OVERRIDES
@@ -57,14 +57,14 @@ def test_demo_pipeline_generates_the_shop_runs_every_date_and_ends_with_a_json_s
     # The demo trains the next-item model on its last date and scores every user with it.
     assert summary["gold.next_item_predictions"]["rows"] > 0
     assert summary["gold.model_metrics"]["rows"] > 0
-    # The last date is complete, so it is published (the first one, without predictions, is not).
+    # The last date is complete (next-item predictions included), so it is published.
     assert summary["gold.published_runs"]["rows"] == 1
     # Every job ran through its main, so gold.pipeline_runs holds one succeeded run of each: the
-    # bulk-loaded history (days 1 and 2, one run per job that loads it), then the last two nights,
-    # the first without the three last-date steps.
+    # bulk-loaded history (days 1 to 3, one run per job that loads it), then the last night, every job.
     history = ["ingest_landing", "build_silver_events", "build_silver_items", "build_sessions", "build_sequences",
                "build_user_activity", "build_user_profiles"]
-    assert summary["gold.pipeline_runs"]["rows"] == len(history) + 2 * len(STEPS) - len(LAST_DATE_STEPS)
+    assert summary["gold.pipeline_runs"]["rows"] == len(history) + len(STEPS)
     progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert len(progress) == summary["gold.pipeline_runs"]["rows"]
-    assert "] 2024-01-02 ingest_landing " in progress[0] and "] 2024-01-04 publish " in progress[-1]
+    assert "] 2024-01-03 ingest_landing " in progress[0] and "] 2024-01-04 publish " in progress[-1]
+    assert all(f" {job} " in line for line, job in zip(progress[-len(STEPS):], STEPS, strict=True))

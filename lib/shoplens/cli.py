@@ -91,7 +91,7 @@ def run_job(
     """
     args = parse(parser, argv)
     cfg = load_job_config(args)
-    spark = build_session(cfg, f"shoplens.{job} {args.run_date}")
+    spark = build_session(cfg, f"shoplens.{job} {args.run_date}", register=False)
     arguments = list(sys.argv[1:] if argv is None else argv)
     with runs.job_run(
         spark, cfg, job, args.run_date, attempt=args.attempt, dataset=dataset(args) if dataset else None,

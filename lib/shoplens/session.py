@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -68,11 +69,16 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     return conf
 
 
-def build_session(cfg: Config, app_name: str) -> SparkSession:
-    """Returns the SparkSession for a job: Delta on, UTC, tables registered as bronze/silver/gold.
+def build_session(cfg: Config, app_name: str, register: bool = True) -> SparkSession:
+    """Returns the SparkSession for a job: Delta on, UTC, and with ``register`` every existing table
+    registered as bronze/silver/gold/ops.<name>.
 
     Started from Python, it launches the JVM with the configured master, memory and JARs. Started
     by spark-submit, the JVM already runs with the submit arguments and only the SQL settings apply.
+    Jobs read and write their tables by path and register each table they write (the catalog is
+    in-memory, one per process), so a job's own session needs no registration: it read every
+    table's Delta log, about 5 s of a spark-submitted job's start (docs/BENCHMARKS.md). Sessions
+    that query by name (``shoplens.sql``, the local pipeline, tests) register.
     """
     conf = spark_conf(cfg)
     launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ
@@ -80,6 +86,10 @@ def build_session(cfg: Config, app_name: str) -> SparkSession:
     if not launched_by_submit:
         check_java()
         builder = builder.master(cfg.spark.master)
+        # Python workers (UDFs, Horovod's training processes) run this interpreter, with this
+        # environment's packages, unless PYSPARK_PYTHON names another; Spark's own default is the
+        # `python3` on PATH, which may lack them.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in conf.items():
         if launched_by_submit and key in _LAUNCH_ONLY:
             continue
@@ -90,7 +100,7 @@ def build_session(cfg: Config, app_name: str) -> SparkSession:
     # table when it first started on this warehouse; tables created since were registered by their
     # first write. Looking at every table again at each job's start cost a Delta log read per table.
     marker = "shoplens.registered.warehouse"
-    if spark.conf.get(marker, None) != cfg.paths.warehouse:
+    if register and spark.conf.get(marker, None) != cfg.paths.warehouse:
         register_tables(spark, cfg)
         spark.conf.set(marker, cfg.paths.warehouse)
     return spark
