@@ -2,8 +2,8 @@
 
 With ``--demo`` it first generates the demo shop (``shoplens.demo.generate``: three months of
 landing files with planted dirt and their ground truth under ``<landing>/_truth``), bulk-loads its
-history (every landing date but the last two, :func:`prepare_history`) and runs the last two nights
-one by one through every nightly job, pseudonymising with the published demo key; otherwise it runs
+history (every landing date but the last, :func:`prepare_history`) and runs the last date as a
+night through every nightly job, pseudonymising with the published demo key; otherwise it runs
 the given ``--run-date``. Each step is the job's own ``main``, the entry point spark-submit and Airflow run,
 inside this one session: a local run computes what a cluster run computes, takes the same run
 locks and records every job in gold.pipeline_runs. A job that exits non-zero stops the pipeline

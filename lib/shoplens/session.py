@@ -75,10 +75,10 @@ def build_session(cfg: Config, app_name: str, register: bool = True) -> SparkSes
 
     Started from Python, it launches the JVM with the configured master, memory and JARs. Started
     by spark-submit, the JVM already runs with the submit arguments and only the SQL settings apply.
-    Jobs read and write their tables by path and register each table they write (the catalog is
-    in-memory, one per process), so a job's own session needs no registration: it read every
-    table's Delta log, about 5 s of a spark-submitted job's start (docs/BENCHMARKS.md). Sessions
-    that query by name (``shoplens.sql``, the local pipeline, tests) register.
+    Jobs read and write their tables by path and register the tables they create or overwrite
+    (the catalog is in-memory, one per process), so a job's own session needs no registration: it
+    read every table's Delta log, about 5 s of a spark-submitted job's start (docs/BENCHMARKS.md).
+    Sessions that query by name (``shoplens.sql``, the local pipeline, tests) register.
     """
     conf = spark_conf(cfg)
     launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ
