@@ -111,3 +111,53 @@ def test_a_jobs_session_registers_no_table_and_a_query_session_every_existing_on
     build_session(fresh_cfg, "a query")
     assert spark.conf.get(f"shoplens.registered.{spec.name}", None) == location
     assert spark.table(spec.name).count() == 0
+
+
+def test_a_pinned_read_keeps_its_version_and_its_cache_through_a_write_to_its_table(spark, fresh_cfg):
+    """io.read_table reads the table as of its version at the read: later writes to the table are
+    not seen, and Spark's re-caching after a write (recacheByPlan of the written relation) leaves a
+    frame cached from such a read alone. A plain read is re-planned and emptied instead."""
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from shoplens import catalog
+    from shoplens.io import TableNotFound, read_table, replace_slice
+
+    spec = catalog.USER_INDEX
+    location = spec.location(fresh_cfg)
+    with pytest.raises(TableNotFound, match="no Delta table"):
+        read_table(spark, location)
+    rows = spark.createDataFrame([("landing", "u1", 0, dt.date(2024, 1, 1))], spec.schema)
+    replace_slice(rows, spec, fresh_cfg, {"dataset": "landing"})
+    assert catalog.table_version(spark, location) == 0
+
+    def is_loaded(df) -> bool:
+        plan = df._jdf.queryExecution().withCachedData()
+        cached = [node for node in _nodes(plan) if node.nodeName() == "InMemoryRelation"]
+        return bool(cached) and cached[0].cacheBuilder().isCachedColumnBuffersLoaded()
+
+    pinned = read_table(spark, location).where(F.col("dataset") == "landing").persist()
+    plain = spark.read.format("delta").load(location).where(F.col("dataset") == "other").persist()
+    try:
+        assert pinned.count() == 1 and plain.count() == 0
+        assert is_loaded(pinned) and is_loaded(plain)
+        replace_slice(rows.limit(0), spec, fresh_cfg, {"dataset": "landing"})  # empties the slice: version 1
+        assert catalog.table_version(spark, location) == 1
+        assert is_loaded(pinned)
+        assert not is_loaded(plain)  # re-planned by the write, to be recomputed on its next use
+        assert pinned.count() == 1  # version 0, from the cache it kept
+        assert read_table(spark, location).count() == 0
+    finally:
+        pinned.unpersist()
+        plain.unpersist()
+
+
+def _nodes(plan) -> list:
+    found, stack = [], [plan]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        children = node.children()
+        stack.extend(children.apply(i) for i in range(children.size()))
+    return found

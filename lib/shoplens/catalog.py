@@ -237,6 +237,17 @@ def table_exists(spark: SparkSession, location: str) -> bool:
     return bool(DeltaTable.isDeltaTable(spark, location))
 
 
+def table_version(spark: SparkSession, location: str) -> int:
+    """The current version of the Delta table at ``location`` (its log listed once, no Spark job);
+    -1 when there is no table there."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, location)  # type: ignore[attr-defined]
+    # DeltaLog.update(stalenessAcceptable, checkIfUpdatedSinceTs, catalogTableOpt) with Scala's defaults.
+    defaults = [getattr(delta_log, f"update$default${n}")() for n in (1, 2, 3)]
+    return int(delta_log.update(*defaults).version())
+
+
 def register_table(spark: SparkSession, spec: TableSpec, cfg: Config) -> None:
     """Registers one existing table as ``<layer>.<name>``; a no-op when already registered there.
 

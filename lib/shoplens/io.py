@@ -1,7 +1,20 @@
-"""All reads of landing files and all writes of tables. Every write rewrites a defined slice.
+"""All reads of landing files, reads of tables at a pinned version, and writes of tables. Every write
+rewrites a defined slice.
 
 A write either replaces exactly the slice a job owns (``replace_slice``: one Delta transaction with
 ``replaceWhere``) so that a re-run gives the same table as one clean run, or creates the table.
+
+A job reads a table with :func:`read_table`: the table as of its version at the time of the read
+(Delta time travel to that version). Two reasons:
+
+- A read sees one version of the table, however many actions use it, even when the job writes the
+  same table in between (silver's own window of events, the id maps before their MERGE).
+- Spark re-plans and empties every cached frame whose plan reads a table just written: a
+  ``DataFrameWriter.save`` ends with ``recacheByPlan`` of the written relation, and Delta's MERGE,
+  UPDATE and DELETE do the same. A frame read at a pinned version is another relation (Delta
+  compares the version), so its cache survives the job's own writes. Unpinned, one
+  ``build_silver_events`` run recomputed its cached events three times after writing
+  silver.events (docs/BENCHMARKS.md, "pinned reads").
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from pyspark.sql import functions as F
 
 from shoplens import runs
 from shoplens import schemas as S
-from shoplens.catalog import TableSpec, register_table
+from shoplens.catalog import TableSpec, register_table, table_version
 from shoplens.config import Config
 
 log = logging.getLogger(__name__)
@@ -150,6 +163,20 @@ def _condition(column: str, value: object) -> str:
         low, high = value
         return f"`{column}` >= {_sql_literal(low)} AND `{column}` <= {_sql_literal(high)}"
     return f"`{column}` = {_sql_literal(value)}"
+
+
+class TableNotFound(FileNotFoundError):
+    """No Delta table at the location read."""
+
+
+def read_table(spark: SparkSession, location: str) -> DataFrame:
+    """The Delta table at ``location`` as of its version now (module doc: why pinned).
+
+    Raises TableNotFound when there is no Delta table there."""
+    version = table_version(spark, location)
+    if version < 0:
+        raise TableNotFound(f"no Delta table at {location}")
+    return spark.read.format("delta").option("versionAsOf", version).load(location)
 
 
 def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[str, object]) -> None:

@@ -25,6 +25,7 @@ SIGKILL at ``before_commit``, ``during_commit`` (data files written, Delta log e
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import socket
@@ -338,27 +339,53 @@ def _commit(run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], o
 
 def _committed(spark: SparkSession, location: str, tag: str) -> tuple[int | None, int]:
     """The version of the commit tagged ``tag`` (Delta's userMetadata) and the rows it wrote."""
-    from delta.tables import DeltaTable
-
-    table = DeltaTable.forPath(spark, location)
-    # The table's commit lock is held: the newest entry is this commit, unless the lock is off.
-    found = None
-    for depth in (1, 20):
-        found = (
-            table.history(depth).where(F.col("userMetadata") == tag)
-            .select("version", "operation", "operationMetrics").first()
-        )
-        if found is not None:
-            break
-    if found is None:
+    # The table's commit lock is held: the newest entry is this commit, unless the lock is off. Its
+    # commitInfo is read from the log file itself, which costs no Spark job (history() costs one).
+    version = catalog.table_version(spark, location)
+    info = _commit_info(spark, location, version) if version >= 0 else None
+    if info is None or info.get("userMetadata") != tag:
+        info, version = _commit_in_history(spark, location, tag)
+    if info is None:
         log.warning("commit %r not found in the last 20 entries of %s's history: version not recorded", tag, location)
         return None, 0
-    metrics = found["operationMetrics"] or {}
-    if found["operation"] == "MERGE":
+    metrics = info.get("operationMetrics") or {}
+    if info.get("operation") == "MERGE":
         rows = int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
     else:
         rows = int(metrics.get("numOutputRows", 0))
-    return int(found["version"]), rows
+    return int(version), rows
+
+
+def _commit_info(spark: SparkSession, location: str, version: int) -> dict | None:
+    """The ``commitInfo`` action of the table's commit ``version``, from its JSON log file."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(f"{location.rstrip('/')}/_delta_log/{version:020d}.json")
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    stream = fs.open(path)
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    for line in text.splitlines():
+        if '"commitInfo"' in line:
+            action = json.loads(line)
+            if "commitInfo" in action:
+                return action["commitInfo"]
+    return None
+
+
+def _commit_in_history(spark: SparkSession, location: str, tag: str) -> tuple[dict | None, int | None]:
+    """The commit tagged ``tag`` among the table's last 20 (a writer without the commit lock)."""
+    from delta.tables import DeltaTable
+
+    found = (
+        DeltaTable.forPath(spark, location).history(20).where(F.col("userMetadata") == tag)
+        .select("version", "operation", "operationMetrics").first()
+    )
+    if found is None:
+        return None, None
+    return {"operation": found["operation"], "operationMetrics": found["operationMetrics"]}, int(found["version"])
 
 
 # --- the run record --------------------------------------------------------------------------------------

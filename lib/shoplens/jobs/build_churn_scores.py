@@ -31,7 +31,7 @@ from shoplens import schemas as S
 from shoplens.churn import evaluate
 from shoplens.churn.examples import feature_names, labelled, with_features
 from shoplens.config import ChurnConfig, Config
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 from shoplens.metrics import Metric, write_metrics
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
     for spec in (catalog.USER_PROFILES, catalog.USER_DAILY_ACTIVITY):
         if not catalog.table_exists(spark, spec.location(cfg)):
             raise FileNotFoundError(f"{spec.name} does not exist at {spec.location(cfg)}: run its job first")
-    profiles = spark.read.format("delta").load(catalog.USER_PROFILES.location(cfg))
-    activity = spark.read.format("delta").load(catalog.USER_DAILY_ACTIVITY.location(cfg)).where(
+    profiles = read_table(spark, catalog.USER_PROFILES.location(cfg))
+    activity = read_table(spark, catalog.USER_DAILY_ACTIVITY.location(cfg)).where(
         F.col(S.EVENT_DATE) <= F.lit(run_date)
     )
     wanted = [*training, evaluation, run_date]

@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 from shoplens.metrics import Metric, write_metrics
 from shoplens.value import stats as V
 from shoplens.value.fit import Triple, ValueFit, fit_value
@@ -60,7 +60,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ValueSummary:
     location = catalog.USER_DAILY_ACTIVITY.location(cfg)
     if not catalog.table_exists(spark, location):
         raise FileNotFoundError(f"gold.user_daily_activity does not exist at {location}: run build_user_activity")
-    activity = spark.read.format("delta").load(location)
+    activity = read_table(spark, location)
     stats = V.purchase_stats(activity, run_date).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         fits = _fit_datasets(stats, cfg)

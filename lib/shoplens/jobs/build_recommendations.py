@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 from shoplens.metrics import Metric, write_metrics
 from shoplens.quality import QualityGateFailed
 from shoplens.recs import als, evaluate, idmaps, interactions, recommend, topk
@@ -64,13 +64,12 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
     als.set_checkpoint_dir(spark, cfg)
     window_start = run_date - dt.timedelta(days=cfg.als.window_days)
     silver = (
-        spark.read.format("delta")
-        .load(location)
+        read_table(spark, location)
         .where((F.col(S.EVENT_DATE) <= F.lit(run_date)) & (F.col(S.EVENT_DATE) > F.lit(window_start)))
     )
     if datasets is None:
         # Every dataset in silver, even one with no event in the window: its slices are emptied.
-        everything = spark.read.format("delta").load(location).where(F.col(S.EVENT_DATE) <= F.lit(run_date))
+        everything = read_table(spark, location).where(F.col(S.EVENT_DATE) <= F.lit(run_date))
         datasets = sorted(r[S.DATASET] for r in everything.select(S.DATASET).distinct().collect())  # a handful
     summary = {}
     for dataset in datasets:
@@ -202,8 +201,7 @@ def _targets(
     profiles = None
     if catalog.table_exists(spark, location):
         rows = (
-            spark.read.format("delta")
-            .load(location)
+            read_table(spark, location)
             .where((F.col(S.DATASET) == dataset) & (F.col(S.SNAPSHOT_DATE) <= F.lit(run_date)))
         )
         latest = rows.agg(F.max(S.SNAPSHOT_DATE).alias("s")).first()
@@ -235,10 +233,9 @@ def _held_out(spark: SparkSession, cfg: Config, dataset: str) -> DataFrame | Non
     if not (catalog.table_exists(spark, examples_at) and catalog.table_exists(spark, vocab_at)):
         log.warning("%s: no gold.sequence_examples / gold.item_vocab: no tuning, no evaluation", dataset)
         return None
-    vocab = spark.read.format("delta").load(vocab_at).where(F.col(S.DATASET) == dataset)
+    vocab = read_table(spark, vocab_at).where(F.col(S.DATASET) == dataset)
     return (
-        spark.read.format("delta")
-        .load(examples_at)
+        read_table(spark, examples_at)
         .where(
             (F.col(S.DATASET) == dataset) & (F.col(S.GRAIN) == S.GRAIN_USER) & F.col(S.SPLIT).isin("validation", "test")
         )
@@ -354,8 +351,7 @@ def _last_tuning(spark, cfg, dataset: str, run_date: dt.date) -> tuple[_LastTuni
         return None, False
     trial = F.struct(S.TRIAL, S.ALS_RANK, S.REG_PARAM, S.ALPHA, S.METRIC, S.N_EXAMPLES, S.IS_BEST)
     nights = (
-        spark.read.format("delta")
-        .load(location)
+        read_table(spark, location)
         .where((F.col(S.DATASET) == dataset) & (F.col(S.RUN_DATE) <= F.lit(run_date)))
         .groupBy(S.RUN_DATE)
         .agg(F.collect_list(trial).alias("_trials"))

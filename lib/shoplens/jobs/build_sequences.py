@@ -34,7 +34,7 @@ from shoplens import schemas as S
 from shoplens.catalog import register_table
 from shoplens.config import Config, ConfigError
 from shoplens.ingest.rules import CANONICAL_EVENT_TYPES
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _read(spark: SparkSession, spec: catalog.TableSpec, cfg: Config) -> DataFram
     location = spec.location(cfg)
     if not catalog.table_exists(spark, location):
         return None
-    return spark.read.format("delta").load(location)
+    return read_table(spark, location)
 
 
 def merge_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, run_date: dt.date) -> None:
@@ -57,7 +57,7 @@ def merge_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, run_date: 
         runs.commit(spark, catalog.ITEM_VOCAB, cfg, create.execute)
     register_table(spark, catalog.ITEM_VOCAB, cfg)
     datasets = counted.select(S.DATASET).distinct()
-    vocab = spark.read.format("delta").load(location).join(datasets, [S.DATASET], "left_semi")
+    vocab = read_table(spark, location).join(datasets, [S.DATASET], "left_semi")
     updates = sequences.vocab_updates(
         sequences.item_counts(counted), vocab, cfg.sequences.min_item_count, run_date
     )
@@ -84,7 +84,7 @@ def build_dataset(
     seq = cfg.sequences
     counted = sequences.counted_events(events, seq.event_types)
     merge_vocab(spark, cfg, counted, run_date)
-    vocab = spark.read.format("delta").load(catalog.ITEM_VOCAB.location(cfg)).where(F.col(S.DATASET) == dataset)
+    vocab = read_table(spark, catalog.ITEM_VOCAB.location(cfg)).where(F.col(S.DATASET) == dataset)
     highest = vocab.agg(F.max(S.ITEM_INDEX).alias("m")).first()
     max_index = int(highest["m"]) if highest and highest["m"] is not None else S.OOV_INDEX
     labelled = sequences.with_split(sequences.with_item_index(counted, vocab), seq)
@@ -116,8 +116,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
     if unknown:
         raise ConfigError(f"sequences.event_types: unknown event type(s) {', '.join(unknown)}")
     silver = (
-        spark.read.format("delta")
-        .load(catalog.SILVER_EVENTS.location(cfg))
+        read_table(spark, catalog.SILVER_EVENTS.location(cfg))
         .where(F.col(S.EVENT_DATE) <= F.lit(run_date))
     )
     if datasets is None:
@@ -133,7 +132,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
                 log.warning("no sessions for dataset %s: run build_sessions first; user grain only", dataset)
                 session_events = None
         build_dataset(spark, cfg, run_date, events, dataset, session_events)
-        written = spark.read.format("delta").load(catalog.SEQUENCE_EXAMPLES.location(cfg)).where(
+        written = read_table(spark, catalog.SEQUENCE_EXAMPLES.location(cfg)).where(
             F.col(S.DATASET) == dataset
         )
         summary[dataset] = {

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli, sessions
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _has_sessions(spark: SparkSession, cfg: Config, dataset: str) -> bool:
     location = catalog.SESSIONS.location(cfg)
     if not catalog.table_exists(spark, location):
         return False
-    rows = spark.read.format("delta").load(location).where(F.col(S.DATASET) == dataset).limit(1)
+    rows = read_table(spark, location).where(F.col(S.DATASET) == dataset).limit(1)
     return rows.count() > 0
 
 
@@ -126,15 +126,13 @@ def run(
     is_incremental = dataset == S.DATASET_LANDING and not full_rebuild and _has_sessions(spark, cfg, dataset)
     p = plan(cfg, run_date, dataset, is_incremental)
     silver = (
-        spark.read.format("delta")
-        .load(catalog.SILVER_EVENTS.location(cfg))
+        read_table(spark, catalog.SILVER_EVENTS.location(cfg))
         .where((F.col(S.DATASET) == dataset) & _between(S.EVENT_DATE, p.events_from, p.events_to))
     )
     state = None
     if p.is_incremental:
         final = (
-            spark.read.format("delta")
-            .load(catalog.SESSIONS.location(cfg))
+            read_table(spark, catalog.SESSIONS.location(cfg))
             .where((F.col(S.DATASET) == dataset) & _between(S.START_DATE, p.state_from, p.state_to))
         )
         state = sessions.session_state(final)

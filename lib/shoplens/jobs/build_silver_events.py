@@ -35,7 +35,7 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest import rules, silver
 from shoplens.ingest.pseudonymise import load_key
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,7 @@ def run(
 
 def _build_one(spark: SparkSession, cfg: Config, target: SilverTarget, key: bytes) -> tuple[SilverSummary, list]:
     bronze = (
-        spark.read.format("delta")
-        .load(catalog.BRONZE_EVENTS.location(cfg))
+        read_table(spark, catalog.BRONZE_EVENTS.location(cfg))
         .where(F.col(S.RUN_DATE).between(F.lit(target.first), F.lit(target.run_date)))
     )
     summary, displaced = commit_silver(spark, cfg, bronze, target, key)
@@ -267,7 +266,7 @@ def commit_silver(
 
 def _silver_of(spark: SparkSession, cfg: Config, target: SilverTarget, first: dt.date, last: dt.date) -> DataFrame:
     """The feed's silver.events rows whose event date is in ``[first, last]``."""
-    events = spark.read.format("delta").load(catalog.SILVER_EVENTS.location(cfg))
+    events = read_table(spark, catalog.SILVER_EVENTS.location(cfg))
     in_dates = (F.col(S.EVENT_DATE) >= F.lit(first)) & (F.col(S.EVENT_DATE) <= F.lit(last))
     return events.where((F.col(S.DATASET) == target.dataset) & in_dates)
 

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 from shoplens.profiles.activity import daily_activity
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,16 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, since: dt.date | No
     events_path = catalog.SILVER_EVENTS.location(cfg)
     if not catalog.table_exists(spark, events_path):
         raise FileNotFoundError(f"silver.events does not exist at {events_path}: run build_silver_events first")
-    events = spark.read.format("delta").load(events_path).where(F.col(S.EVENT_DATE).between(start, run_date))
+    events = read_table(spark, events_path).where(F.col(S.EVENT_DATE).between(start, run_date))
     sessions = None
     if catalog.table_exists(spark, catalog.SESSIONS.location(cfg)):
         sessions = (
-            spark.read.format("delta")
-            .load(catalog.SESSIONS.location(cfg))
+            read_table(spark, catalog.SESSIONS.location(cfg))
             .where(F.col(S.START_DATE).between(start, run_date))
         )
     daily = daily_activity(events, sessions, cfg.profiles.affinity_weights)
     replace_slice(daily, catalog.USER_DAILY_ACTIVITY, cfg, {S.EVENT_DATE: (start, run_date)})
-    written = spark.read.format("delta").load(catalog.USER_DAILY_ACTIVITY.location(cfg)).where(
+    written = read_table(spark, catalog.USER_DAILY_ACTIVITY.location(cfg)).where(
         F.col(S.EVENT_DATE).between(start, run_date)
     ).count()
     log.info("user daily activity for event dates %s..%s: %d rows", start, run_date, written)

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 from shoplens.profiles import clusters, features, rfm, summary
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
     location = catalog.USER_DAILY_ACTIVITY.location(cfg)
     if not catalog.table_exists(spark, location):
         raise FileNotFoundError(f"gold.user_daily_activity does not exist at {location}: run build_user_activity")
-    activity = spark.read.format("delta").load(location)
+    activity = read_table(spark, location)
     names = clusters.feature_names(cfg.profiles.longest_window_days)
     scored = (
         features.profile_rows(activity, run_date, cfg.profiles)
@@ -94,8 +94,7 @@ def _model_for(
     registry = catalog.CLUSTER_MODELS.location(cfg)
     if catalog.table_exists(spark, registry):
         latest = (
-            spark.read.format("delta")
-            .load(registry)
+            read_table(spark, registry)
             .where((F.col(S.DATASET) == dataset) & (F.col(S.FIT_DATE) <= F.lit(snapshot)))
             .orderBy(F.desc(S.FIT_DATE))
             .limit(1)

@@ -38,7 +38,7 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest import adapters, silver
 from shoplens.ingest.pseudonymise import load_key
-from shoplens.io import read_import_lines, read_import_table
+from shoplens.io import read_import_lines, read_import_table, read_table
 from shoplens.jobs.build_silver_events import SilverTarget, commit_silver
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def counted_load(spark: SparkSession, cfg: Config, dataset: str, run_date: dt.da
     on_date = F.col(S.RUN_DATE) == F.lit(run_date)
 
     def table(spec: catalog.TableSpec) -> DataFrame:
-        return spark.read.format("delta").load(spec.location(cfg))
+        return read_table(spark, spec.location(cfg))
 
     events = table(catalog.SILVER_EVENTS).where((F.col(S.DATASET) == dataset) & on_date)
     span = events.agg(

@@ -30,6 +30,7 @@ from shoplens import catalog, cli, runs, shards
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
+from shoplens.io import read_table
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def job_outcomes(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[st
         return {}
     latest = Window.partitionBy(S.JOB).orderBy(F.col(S.ATTEMPT).desc())
     rows = (
-        spark.read.format("delta").load(location)
+        read_table(spark, location)
         .where((F.col(S.RUN_DATE) == F.lit(run_date)) & (F.col(S.JOB) != JOB))
         .withColumn("_n", F.row_number().over(latest))
         .where(F.col("_n") == 1)

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli, scoring, sequences
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import replace_slice
+from shoplens.io import read_table, replace_slice
 from shoplens.models import registry
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _load(spark: SparkSession, spec: catalog.TableSpec, cfg: Config) -> DataFram
     location = spec.location(cfg)
     if not catalog.table_exists(spark, location):
         raise FileNotFoundError(f"{spec.name} does not exist at {location}: run the jobs that build it first")
-    return spark.read.format("delta").load(location)
+    return read_table(spark, location)
 
 
 def predictions(

@@ -16,6 +16,7 @@ from shoplens import catalog, runs
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
+from shoplens.io import read_table
 
 
 def new_index_rows(ids: DataFrame, existing: DataFrame, id_col: str, index_col: str, run_date: dt.date) -> DataFrame:
@@ -58,7 +59,7 @@ def merge_index(
         runs.commit(spark, spec, cfg, create.execute)
     register_table(spark, spec, cfg)
     datasets = ids.select(S.DATASET).distinct()
-    existing = spark.read.format("delta").load(location).join(datasets, [S.DATASET], "left_semi")
+    existing = read_table(spark, location).join(datasets, [S.DATASET], "left_semi")
     new = new_index_rows(ids, existing, id_col, index_col, run_date)
     merge = (
         DeltaTable.forPath(spark, location)
@@ -68,8 +69,7 @@ def merge_index(
     )
     runs.commit(spark, spec, cfg, merge.execute)
     return (
-        spark.read.format("delta")
-        .load(location)
+        read_table(spark, location)
         .join(datasets, [S.DATASET], "left_semi")
         .select(S.DATASET, id_col, index_col)
     )
