@@ -98,13 +98,26 @@ def test_a_jobs_session_registers_no_table_and_a_query_session_every_existing_on
     import sys
 
     from shoplens import catalog
+    from shoplens.jobs import build_silver_items
     from shoplens.session import build_session
 
     spec = catalog.SILVER_ITEMS
     location = spec.location(fresh_cfg)
     spark.createDataFrame([], spec.schema).write.format("delta").save(location)
-    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    # Set first, so that teardown restores the variable whether or not it was set before.
+    monkeypatch.setenv("PYSPARK_PYTHON", "unset by this test")
+    monkeypatch.delenv("PYSPARK_PYTHON")
     assert build_session(fresh_cfg, "a job", register=False) is spark
+    assert spark.conf.get(f"shoplens.registered.{spec.name}", None) != location
+    # A job's main (cli.run_job) builds such a session: a night without catalogue lines writes only
+    # its run record, and registers nothing else.
+    argv = ["--run-date", "2024-01-01", "--env", "local", "--conf-dir", str(CONF)]
+    for item in (
+        f"paths.warehouse={fresh_cfg.paths.warehouse}", f"paths.landing={fresh_cfg.paths.landing}",
+        "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2",
+    ):
+        argv += ["--set", item]
+    assert build_silver_items.main(argv) == 0
     assert spark.conf.get(f"shoplens.registered.{spec.name}", None) != location
     # Started from Python, Spark's Python workers run this interpreter unless told otherwise.
     assert os.environ["PYSPARK_PYTHON"] == sys.executable
