@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -60,14 +61,19 @@ def merge_index(
     register_table(spark, spec, cfg)
     datasets = ids.select(S.DATASET).distinct()
     existing = read_table(spark, location).join(datasets, [S.DATASET], "left_semi")
-    new = new_index_rows(ids, existing, id_col, index_col, run_date)
+    # Cached: the MERGE's two passes compute the night's new ids once.
+    new = spec.conform(new_index_rows(ids, existing, id_col, index_col, run_date)).persist(StorageLevel.MEMORY_AND_DISK)
     merge = (
         DeltaTable.forPath(spark, location)
         .alias("t")
-        .merge(spec.conform(new).alias("s"), f"t.{S.DATASET} = s.{S.DATASET} AND t.{id_col} = s.{id_col}")
+        .merge(new.alias("s"), f"t.{S.DATASET} = s.{S.DATASET} AND t.{id_col} = s.{id_col}")
         .whenNotMatchedInsertAll()
     )
-    runs.commit(spark, spec, cfg, merge.execute)
+    try:
+        with runs.merge_source_as_given(spark):
+            runs.commit(spark, spec, cfg, merge.execute)
+    finally:
+        new.unpersist()
     return (
         read_table(spark, location)
         .join(datasets, [S.DATASET], "left_semi")
