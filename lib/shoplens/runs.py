@@ -488,8 +488,11 @@ def _write_record(run: RunContext, status: str, error: str | None = None) -> Non
     condition = f"t.`{S.JOB}` = '{job}' AND {same_key}"
 
     def merge() -> None:
-        # The source is one row in the driver's memory, which cannot change during the MERGE.
-        with merge_source_as_given(spark):
+        # The source is one row in the driver's memory, which cannot change during the MERGE: Delta's
+        # copy of it (materializeSource, one Spark job) buys nothing here.
+        materialize = spark.conf.get(_MERGE_MATERIALIZE_CONF, None)
+        spark.conf.set(_MERGE_MATERIALIZE_CONF, "none")
+        try:
             (
                 DeltaTable.forPath(spark, location).alias("t")
                 .merge(source.alias("s"), condition)
@@ -497,25 +500,13 @@ def _write_record(run: RunContext, status: str, error: str | None = None) -> Non
                 .whenNotMatchedInsertAll()
                 .execute()
             )
+        finally:
+            if materialize is None:
+                spark.conf.unset(_MERGE_MATERIALIZE_CONF)
+            else:
+                spark.conf.set(_MERGE_MATERIALIZE_CONF, materialize)
 
     _commit(run, spec, cfg, merge, record=False)
-
-
-@contextmanager
-def merge_source_as_given(spark: SparkSession) -> Iterator[None]:
-    """Delta MERGEs inside read their source as given: no copy of it first (``materializeSource``
-    none, one Spark job and a copy saved per MERGE). For sources that cannot change while the MERGE
-    runs: rows in the driver's memory, or a frame cached from reads at pinned versions (which a
-    lost cache block recomputes identically)."""
-    materialize = spark.conf.get(_MERGE_MATERIALIZE_CONF, None)
-    spark.conf.set(_MERGE_MATERIALIZE_CONF, "none")
-    try:
-        yield
-    finally:
-        if materialize is None:
-            spark.conf.unset(_MERGE_MATERIALIZE_CONF)
-        else:
-            spark.conf.set(_MERGE_MATERIALIZE_CONF, materialize)
 
 
 def _abandon_earlier(run: RunContext, attempts: Sequence[int]) -> None:

@@ -61,21 +61,14 @@ def merge_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, run_date: 
     updates = sequences.vocab_updates(
         sequences.item_counts(counted), vocab, cfg.sequences.min_item_count, run_date
     )
-    # Cached: the MERGE's two passes (the files it touches, then the rows it writes) read the item
-    # counts over all of silver once.
-    source = catalog.ITEM_VOCAB.conform(updates).persist(StorageLevel.MEMORY_AND_DISK)
     merge = (
         DeltaTable.forPath(spark, location)
         .alias("t")
-        .merge(source.alias("s"), "t.dataset = s.dataset AND t.item_id = s.item_id")
+        .merge(catalog.ITEM_VOCAB.conform(updates).alias("s"), "t.dataset = s.dataset AND t.item_id = s.item_id")
         .whenMatchedUpdate(condition="t.count <> s.count", set={S.COUNT: "s.count"})
         .whenNotMatchedInsertAll()
     )
-    try:
-        with runs.merge_source_as_given(spark):
-            runs.commit(spark, catalog.ITEM_VOCAB, cfg, merge.execute)
-    finally:
-        source.unpersist()
+    runs.commit(spark, catalog.ITEM_VOCAB, cfg, merge.execute)
 
 
 def build_dataset(

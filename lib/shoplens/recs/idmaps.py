@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -61,19 +60,14 @@ def merge_index(
     register_table(spark, spec, cfg)
     datasets = ids.select(S.DATASET).distinct()
     existing = read_table(spark, location).join(datasets, [S.DATASET], "left_semi")
-    # Cached: the MERGE's two passes compute the night's new ids once.
-    new = spec.conform(new_index_rows(ids, existing, id_col, index_col, run_date)).persist(StorageLevel.MEMORY_AND_DISK)
+    new = new_index_rows(ids, existing, id_col, index_col, run_date)
     merge = (
         DeltaTable.forPath(spark, location)
         .alias("t")
-        .merge(new.alias("s"), f"t.{S.DATASET} = s.{S.DATASET} AND t.{id_col} = s.{id_col}")
+        .merge(spec.conform(new).alias("s"), f"t.{S.DATASET} = s.{S.DATASET} AND t.{id_col} = s.{id_col}")
         .whenNotMatchedInsertAll()
     )
-    try:
-        with runs.merge_source_as_given(spark):
-            runs.commit(spark, spec, cfg, merge.execute)
-    finally:
-        new.unpersist()
+    runs.commit(spark, spec, cfg, merge.execute)
     return (
         read_table(spark, location)
         .join(datasets, [S.DATASET], "left_semi")
