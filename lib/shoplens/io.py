@@ -12,8 +12,8 @@ A job reads a table with :func:`read_table`: the table as of its version at the 
 - Spark re-plans and empties every cached frame whose plan reads a table just written: a
   ``DataFrameWriter.save`` ends with ``recacheByPlan`` of the written relation, and Delta's MERGE,
   UPDATE and DELETE do the same. A frame read at a pinned version is another relation (Delta
-  compares the version), so its cache survives the job's own writes. Unpinned, one
-  ``build_silver_events`` run recomputed its cached events three times after writing
+  compares the version), so its cache survives the job's own writes. Unpinned, a
+  ``build_silver_events`` run recomputed its cached events from bronze for each use after writing
   silver.events (docs/BENCHMARKS.md, "pinned reads").
 """
 
