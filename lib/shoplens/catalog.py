@@ -202,8 +202,9 @@ NEXT_ITEM_PREDICTIONS = TableSpec(
 PIPELINE_RUNS = TableSpec(
     "gold.pipeline_runs",
     S.PIPELINE_RUNS,
-    (S.JOB,),
-    "one row per (job, run_date, attempt) of a job started through its main; MERGEd by shoplens.runs only",
+    # One partition per run: its end replaces its start's row from the log alone (shoplens.runs).
+    (S.JOB, S.RUN_DATE, S.ATTEMPT),
+    "one row per (job, run_date, attempt) of a job started through its main; written by shoplens.runs only",
 )
 PUBLISHED_RUNS = TableSpec(
     "gold.published_runs",

@@ -179,13 +179,15 @@ def read_table(spark: SparkSession, location: str) -> DataFrame:
     return spark.read.format("delta").option("versionAsOf", version).load(location)
 
 
-def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[str, object]) -> None:
+def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[str, object]) -> int:
     """Atomically replaces the rows of ``spec`` matching ``where`` with ``df`` (conformed to spec).
 
     ``where`` maps a column to a value, or to a ``(low, high)`` pair for an inclusive range.
     Every row of ``df`` must belong to the slice; Delta checks that and fails the write otherwise.
     Creates (and registers) the table on first write. Inside a job's run, the write is a commit of
     that run (``shoplens.runs.commit``: table lock, fault hook, run record).
+
+    Returns the rows written, from the commit's own metrics (no recount).
     """
     condition = " AND ".join(_condition(col, val) for col, val in where.items())
     writer = (
@@ -195,7 +197,8 @@ def replace_slice(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[st
         .option("replaceWhere", condition)
         .partitionBy(*spec.partition_by)
     )
-    runs.commit(df.sparkSession, spec, cfg, lambda: writer.save(spec.location(cfg)))
+    rows = runs.commit(df.sparkSession, spec, cfg, lambda: writer.save(spec.location(cfg)))
     register_table(df.sparkSession, spec, cfg)
-    log.info("wrote %s where %s", spec.name, condition)
+    log.info("wrote %d rows to %s where %s", rows, spec.name, condition)
+    return rows
 

@@ -72,8 +72,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ValueSummary:
                              gg.p if gg else None, gg.q if gg else None, gg.v if gg else None))
         predictions = spark.createDataFrame(rows, _PREDICTIONS)
         values = customer_values(stats, predictions, run_date, cfg.value.horizon_weeks)
-        replace_slice(values, catalog.CUSTOMER_VALUE, cfg, {S.SNAPSHOT_DATE: run_date})
-        users = stats.count()
+        users = replace_slice(values, catalog.CUSTOMER_VALUE, cfg, {S.SNAPSHOT_DATE: run_date})
     finally:
         stats.unpersist()
     write_metrics(spark, cfg, fit_metrics(run_date, fits))

@@ -48,10 +48,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, since: dt.date | No
             .where(F.col(S.START_DATE).between(start, run_date))
         )
     daily = daily_activity(events, sessions, cfg.profiles.affinity_weights)
-    replace_slice(daily, catalog.USER_DAILY_ACTIVITY, cfg, {S.EVENT_DATE: (start, run_date)})
-    written = read_table(spark, catalog.USER_DAILY_ACTIVITY.location(cfg)).where(
-        F.col(S.EVENT_DATE).between(start, run_date)
-    ).count()
+    written = replace_slice(daily, catalog.USER_DAILY_ACTIVITY, cfg, {S.EVENT_DATE: (start, run_date)})
     log.info("user daily activity for event dates %s..%s: %d rows", start, run_date, written)
     return written
 

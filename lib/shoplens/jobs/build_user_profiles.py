@@ -69,14 +69,13 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
             else scored.withColumn(S.CLUSTER, F.lit(None).cast("int"))
         ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            replace_slice(profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date})
+            users = replace_slice(profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date})
             replace_slice(
                 summary.summary_rows(spark, profiles, run_date, names),
                 catalog.SEGMENT_SUMMARY,
                 cfg,
                 {S.SNAPSHOT_DATE: run_date},
             )
-            users = profiles.count()
         finally:
             profiles.unpersist()
     finally:

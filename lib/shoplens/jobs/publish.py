@@ -11,7 +11,8 @@ date, at the Delta versions its row names. R is published only when
 
 Otherwise it raises :class:`PublishError` naming what is missing, and writes nothing. The row holds
 every existing table's current Delta version (from its log, no Spark job), the rows for R of every
-table with a date partition column (partition-pruned counts) and each job's succeeded attempt.
+table with a date partition column but gold.pipeline_runs (partition-pruned counts) and each job's
+succeeded attempt.
 Publishing R again (a re-run after a late fix) replaces R's row.
 """
 
@@ -86,7 +87,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
         version = shards.latest_version(location)
         versions[spec.name] = version
         column = date_column(spec)
-        if column is not None:
+        # The run record is partitioned by run date too, but it is the night's log, not its data.
+        if column is not None and spec is not catalog.PIPELINE_RUNS:
             rows[spec.name] = (
                 spark.read.format("delta").option("versionAsOf", version).load(location)
                 .where(F.col(column) == F.lit(run_date)).count()
