@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -260,12 +261,37 @@ def test_churn_and_value_jobs_write_defined_values_and_their_metrics(spark, fres
     buyers = value.where(F.col(S.HAS_PURCHASED))
     assert buyers.where(F.col(S.P_ALIVE).isNull() | F.col(S.EXPECTED_VALUE).isNull()).count() == 0
 
+    # The next night (within churn.refit_every_days) scores with the models of run_date: no fit, no
+    # evaluation, no new metrics; its scores are those models' predictions on its own snapshot.
+    (fit,) = _read(spark, catalog.CHURN_MODELS, cfg).collect()
+    assert (fit[S.DATASET], fit[S.FIT_DATE], fit[S.EVALUATION_SNAPSHOT]) == (
+        S.DATASET_LANDING, run_date, cfg.churn.evaluation_date(run_date))
+    next_day = run_date + dt.timedelta(days=1)
+    build_user_profiles.run(spark, cfg, next_day)
+    reused = build_churn_scores.run(spark, cfg, next_day)
+    assert (reused.by_dataset, reused.reused) == ({}, {S.DATASET_LANDING: run_date})
+    assert _read(spark, catalog.MODEL_METRICS, cfg).count() == metrics.count()
+    assert _read(spark, catalog.CHURN_MODELS, cfg).count() == 1
+    later = _read(spark, catalog.CHURN_SCORES, cfg, F.col(S.RUN_DATE) == next_day)
+    assert later.count() == _read(spark, catalog.USER_PROFILES, cfg, (F.col(S.SNAPSHOT_DATE) == next_day)
+                                  & F.col(S.LAST_PURCHASE).isNotNull()).count() > 0
+    assert {r[S.EVALUATION_SNAPSHOT] for r in later.collect()} == {fit[S.EVALUATION_SNAPSHOT]}
+    model = PipelineModel.load(fit[S.GBT_PATH])
+    current = with_features(_read(spark, catalog.USER_PROFILES, cfg, F.col(S.SNAPSHOT_DATE) == next_day),
+                            cfg.profiles.windows_days)
+    expected = build_churn_scores.score_rows(model, current, next_day, fit[S.EVALUATION_SNAPSHOT], cfg.churn)
+    assert _rows(later, [S.USER_ID]) == _rows(expected, [S.USER_ID])
+    # Other settings are another model: that night does not reuse the fit (and, lacking the night's
+    # own training snapshots, fits nothing).
+    other = dataclasses.replace(cfg, churn=dataclasses.replace(cfg.churn, logreg_reg_param=0.5))
+    assert build_churn_scores.run(spark, other, next_day).reused == {}
+
     # Too early for labelled history (no profile snapshots 14 and 28 days before E): no fit, an
     # empty slice, no metrics; the run date's slice above is untouched.
     early = build_churn_scores.run(spark, cfg, D(2024, 1, 20))
     assert early.by_dataset == {}
     assert _read(spark, catalog.CHURN_SCORES, cfg, F.col(S.RUN_DATE) == D(2024, 1, 20)).count() == 0
-    assert _read(spark, catalog.CHURN_SCORES, cfg).count() == buyers_now
+    assert _read(spark, catalog.CHURN_SCORES, cfg, F.col(S.RUN_DATE) == run_date).count() == buyers_now
     assert _read(spark, catalog.MODEL_METRICS, cfg).count() == metrics.count()
 
 

@@ -229,8 +229,13 @@ class ChurnConfig:
     min_training_examples: int
     gbt: GbtConfig
     logreg_reg_param: float
+    # A run date within this many days of the latest fit (same settings) scores with its models
+    # instead of fitting again; 0 fits every night (docs/CHURN.md).
+    refit_every_days: int
 
     def __post_init__(self) -> None:
+        if self.refit_every_days < 0:
+            raise ConfigError(f"churn.refit_every_days must be 0 or more, got {self.refit_every_days}")
         if self.horizon_days < 1 or self.training_snapshots < 1 or self.snapshot_step_days < 1:
             raise ConfigError("churn.horizon_days, training_snapshots and snapshot_step_days must be positive")
         if not 0 < self.medium_threshold <= self.threshold < 1:

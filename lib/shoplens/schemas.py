@@ -522,6 +522,29 @@ CHURN_FEATURE_IMPORTANCE = T.StructType(
     ]
 )
 
+TRAINING_SNAPSHOTS = "training_snapshots"
+EXAMPLES = "examples"
+GBT_PATH = "gbt_path"
+LOGREG_PATH = "logreg_path"
+SETTINGS = "settings"
+
+CHURN_MODELS = T.StructType(
+    [
+        T.StructField(DATASET, T.StringType(), False),
+        # The run date that fitted the models; later run dates within churn.refit_every_days reuse them.
+        T.StructField(FIT_DATE, T.DateType(), False),
+        # The snapshot the models were evaluated on (their metrics: gold.model_metrics under fit_date).
+        T.StructField(EVALUATION_SNAPSHOT, T.DateType(), False),
+        T.StructField(TRAINING_SNAPSHOTS, T.ArrayType(T.DateType(), False), False),
+        # Labelled training examples the models were fitted on.
+        T.StructField(EXAMPLES, T.LongType(), False),
+        T.StructField(GBT_PATH, T.StringType(), False),
+        T.StructField(LOGREG_PATH, T.StringType(), False),
+        # The churn settings and feature names of the fit (JSON): a run with others refits.
+        T.StructField(SETTINGS, T.StringType(), False),
+    ]
+)
+
 CUSTOMER_VALUE = T.StructType(
     [
         T.StructField(SNAPSHOT_DATE, T.DateType(), False),

@@ -4,14 +4,18 @@
 Protocol (docs/CHURN.md): for run date R, the evaluation snapshot E = R - N (or churn.evaluation_snapshot)
 and training snapshots t with t + N <= E (churn.*). A gradient-boosted classifier and a
 logistic-regression baseline are fitted on the training snapshots, then evaluated on E against a
-recency-only baseline; the same fitted GBT scores R's buyers. Without enough labelled history
-(a young shop, missing snapshots) the run writes empty slices and says why in the log.
+recency-only baseline; the same fitted GBT scores R's buyers. The models are saved and recorded in
+``gold.churn_models``; the next ``churn.refit_every_days - 1`` run dates score with them, without
+fitting or evaluating (their scores name the fit's evaluation snapshot). Without enough labelled
+history (a young shop, missing snapshots) the run writes empty slices and says why in the log.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -46,8 +50,10 @@ class ChurnSummary:
     run_date: dt.date
     evaluation_snapshot: dt.date
     training_snapshots: tuple[dt.date, ...]
-    # dataset → figures on the evaluation snapshot (the bench's JSON); only fitted datasets.
+    # dataset → figures on the evaluation snapshot (the bench's JSON); only datasets fitted by this run.
     by_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # dataset → fit date of the models that scored it, for datasets scored with an earlier fit.
+    reused: dict[str, dt.date] = field(default_factory=dict)
 
 
 def protocol(cfg: ChurnConfig) -> str:
@@ -55,7 +61,8 @@ def protocol(cfg: ChurnConfig) -> str:
 
 
 def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
-    """Fits, evaluates and scores churn for every dataset with enough labelled history."""
+    """Fits, evaluates and scores churn for every dataset with enough labelled history; a dataset
+    with models fitted within ``churn.refit_every_days`` before the run date is scored with those."""
     churn = cfg.churn
     evaluation, training = churn.evaluation_date(run_date), churn.training_dates(run_date)
     summary = ChurnSummary(run_date, evaluation, training)
@@ -67,24 +74,38 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
         F.col(S.EVENT_DATE) <= F.lit(run_date)
     )
     wanted = [*training, evaluation, run_date]
-    snapshots = profiles.where(F.col(S.SNAPSHOT_DATE).isin(wanted)).select(S.SNAPSHOT_DATE).distinct()
-    present = {r[0] for r in snapshots.collect()}  # at most len(wanted) rows
+    snapshots = profiles.where(F.col(S.SNAPSHOT_DATE).isin(wanted)).select(S.DATASET, S.SNAPSHOT_DATE).distinct()
+    found = snapshots.collect()  # at most len(wanted) rows per dataset
+    present = {r[S.SNAPSHOT_DATE] for r in found}
     missing = [d.isoformat() for d in wanted if d not in present]
     if missing:
         log.warning("churn: no gold.user_profiles snapshot for %s (build_user_profiles)", ", ".join(missing))
     names = feature_names(cfg.profiles.windows_days)
+    settings = fit_settings(churn, names)
+    fitted = latest_fits(spark, cfg, run_date, settings)
     features = with_features(profiles.where(F.col(S.SNAPSHOT_DATE).isin(wanted)), cfg.profiles.windows_days)
-    examples = labelled(features, activity, [*training, evaluation], churn.horizon_days).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    examples = None
     scores, importances, metrics = [], [], []
     try:
-        datasets = sorted(r[0] for r in examples.select(S.DATASET).distinct().collect())  # a handful
-        for dataset in datasets:
+        for dataset in sorted({r[S.DATASET] for r in found}):  # a handful
+            current = features.where((F.col(S.SNAPSHOT_DATE) == F.lit(run_date)) & (F.col(S.DATASET) == dataset))
+            fit = fitted.get(dataset)
+            if fit is not None:
+                gbt, logreg = PipelineModel.load(fit[S.GBT_PATH]), PipelineModel.load(fit[S.LOGREG_PATH])
+                log.info("churn: %s on %s scored with the models fitted on %s", dataset, run_date, fit[S.FIT_DATE])
+                summary.reused[dataset] = fit[S.FIT_DATE]
+                scores.append(score_rows(gbt, current, run_date, fit[S.EVALUATION_SNAPSHOT], churn))
+                importances.append(importance_rows(spark, gbt, logreg, names, run_date, dataset))
+                continue
+            if examples is None:
+                examples = labelled(features, activity, [*training, evaluation], churn.horizon_days).persist(
+                    StorageLevel.MEMORY_AND_DISK
+                )
             rows = examples.where(F.col(S.DATASET) == dataset)
             train = rows.where(F.col(S.SNAPSHOT_DATE).isin(list(training)))
             test = rows.where(F.col(S.SNAPSHOT_DATE) == F.lit(evaluation))
-            reason = _cannot_fit(train, test, churn)
+            counts = {r[S.LABEL]: r["count"] for r in train.groupBy(S.LABEL).count().collect()}  # two rows
+            reason = _cannot_fit(counts, test, churn)
             if reason:
                 log.warning("churn: %s on %s not fitted: %s", dataset, run_date, reason)
                 continue
@@ -92,7 +113,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
             figures, rows_out = _evaluate(gbt, logreg, train, test, churn)
             summary.by_dataset[dataset] = figures
             metrics += [Metric(run_date, JOB, dataset, *m) for m in rows_out]
-            current = features.where((F.col(S.SNAPSHOT_DATE) == F.lit(run_date)) & (F.col(S.DATASET) == dataset))
+            _save_fit(spark, cfg, dataset, run_date, evaluation, training, sum(counts.values()), settings, gbt, logreg)
             scores.append(score_rows(gbt, current, run_date, evaluation, churn))
             importances.append(importance_rows(spark, gbt, logreg, names, run_date, dataset))
         empty = spark.createDataFrame([], S.CHURN_SCORES)
@@ -102,10 +123,63 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
             catalog.CHURN_FEATURE_IMPORTANCE, cfg, {S.RUN_DATE: run_date},
         )
     finally:
-        examples.unpersist()
+        if examples is not None:
+            examples.unpersist()
     write_metrics(spark, cfg, metrics)
-    log.info("churn of %s (evaluated on %s, trained on %s): %s", run_date, evaluation, training, summary.by_dataset)
+    log.info("churn of %s (evaluated on %s, trained on %s): fitted %s, reused %s", run_date, evaluation, training,
+             summary.by_dataset, summary.reused)
     return summary
+
+
+def fit_settings(cfg: ChurnConfig, names: list[str]) -> str:
+    """What a fit depends on beyond the data, as JSON: a fit with other settings is not reused."""
+    return json.dumps(
+        {
+            "horizon_days": cfg.horizon_days, "evaluation_snapshot": cfg.evaluation_snapshot,
+            "training_snapshots": cfg.training_snapshots, "snapshot_step_days": cfg.snapshot_step_days,
+            "min_training_examples": cfg.min_training_examples, "gbt": dataclasses.asdict(cfg.gbt),
+            "logreg_reg_param": cfg.logreg_reg_param, "features": names,
+        },
+        sort_keys=True,
+    )
+
+
+def latest_fits(spark: SparkSession, cfg: Config, run_date: dt.date, settings: str) -> dict[str, Any]:
+    """Each dataset's latest fit before ``run_date`` that it may reuse: fitted fewer than
+    ``churn.refit_every_days`` days before, with the same settings. A fit of ``run_date`` itself is
+    not reused (a re-run of the date fits again, as its first run did)."""
+    location = catalog.CHURN_MODELS.location(cfg)
+    every = cfg.churn.refit_every_days
+    if every <= 1 or not catalog.table_exists(spark, location):
+        return {}
+    rows = (
+        read_table(spark, location)
+        .where((F.col(S.FIT_DATE) < F.lit(run_date)) & (F.col(S.FIT_DATE) > F.lit(run_date - dt.timedelta(days=every))))
+        .collect()  # at most refit_every_days rows per dataset
+    )
+    latest: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: r[S.FIT_DATE]):
+        latest[row[S.DATASET]] = row
+    return {dataset: row for dataset, row in latest.items() if row[S.SETTINGS] == settings}
+
+
+def model_location(cfg: Config, dataset: str, fit_date: dt.date, model: str) -> str:
+    root = cfg.paths.warehouse.rstrip("/")
+    return f"{root}/models/churn/dataset={dataset}/fit_date={fit_date.isoformat()}/{model}"
+
+
+def _save_fit(spark, cfg: Config, dataset: str, fit_date: dt.date, evaluation: dt.date, training, examples: int,
+              settings: str, gbt: PipelineModel, logreg: PipelineModel) -> None:
+    """Saves the models, then records them in gold.churn_models: killed in between, the models are
+    saved again by the re-run, and no row points at a model not fully written."""
+    paths = {name: model_location(cfg, dataset, fit_date, name) for name in (GBT, LOGREG)}
+    gbt.write().overwrite().save(paths[GBT])
+    logreg.write().overwrite().save(paths[LOGREG])
+    row = (dataset, fit_date, evaluation, list(training), int(examples), paths[GBT], paths[LOGREG], settings)
+    replace_slice(
+        spark.createDataFrame([row], S.CHURN_MODELS), catalog.CHURN_MODELS, cfg,
+        {S.DATASET: dataset, S.FIT_DATE: fit_date},
+    )
 
 
 def _union(parts: list[DataFrame], empty: DataFrame) -> DataFrame:
@@ -115,8 +189,7 @@ def _union(parts: list[DataFrame], empty: DataFrame) -> DataFrame:
     return out
 
 
-def _cannot_fit(train: DataFrame, test: DataFrame, cfg: ChurnConfig) -> str | None:
-    counts = {r[S.LABEL]: r["count"] for r in train.groupBy(S.LABEL).count().collect()}  # two rows
+def _cannot_fit(counts: dict[int, int], test: DataFrame, cfg: ChurnConfig) -> str | None:
     if sum(counts.values()) < cfg.min_training_examples:
         return f"{sum(counts.values())} training examples, fewer than {cfg.min_training_examples}"
     if len(counts) < 2:
