@@ -14,8 +14,9 @@
 The last stdout line is one JSON object: ``jobs`` (per job: ``seconds``, ``spark_jobs``,
 ``spark_tasks``, ``commits``, ``rows_written``, ``rows_read``), ``night_seconds``,
 ``median_job_seconds``, ``seconds_to_first_spark_job``, ``build_recommendations_by_night`` (seconds,
-Spark jobs and whether ALS re-tuned, on each night: a re-tune night and a normal night), the machine
-and the load average.
+Spark jobs and whether ALS re-tuned, on each night: a re-tune night and a normal night),
+``build_churn_scores_by_night`` (the same, and whether it fitted: a fit night and a reuse night), the
+machine and the load average.
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     groups: dict[str, str] = {}
     # build_recommendations on each night: the first after the history re-tunes ALS, the last reuses.
     als_nights: dict[str, dict[str, Any]] = {}
+    # build_churn_scores likewise: the first night fits (and saves) its models, the last reuses them.
+    churn_nights: dict[str, dict[str, Any]] = {}
     for run_date in history.nightly:
         last = run_date == history.nightly[-1]
         for name in pipeline.night_steps(demo, last):
@@ -161,6 +164,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if name == "build_recommendations":
                 als_nights[run_date.isoformat()] = {
                     "seconds": round(seconds, 2), "retuned": bool(done.metrics.get("als_retuned", 1.0)),
+                    "spark_jobs": runs.spark_job_counts(spark, done.job_group)[0],
+                }
+            if name == "build_churn_scores":
+                churn_nights[run_date.isoformat()] = {
+                    "seconds": round(seconds, 2), "fitted": bool(done.metrics.get("churn_fitted", 0.0)),
                     "spark_jobs": runs.spark_job_counts(spark, done.job_group)[0],
                 }
             if not last:
@@ -185,6 +193,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "spark_jobs": sum(j["spark_jobs"] for j in measured.values()),
         "commits": sum(j["commits"] for j in measured.values()),
         "build_recommendations_by_night": als_nights,
+        "build_churn_scores_by_night": churn_nights,
     }
     if not args.skip_submit:
         result["seconds_to_first_spark_job"] = _submit_start(cfg, args, workdir, history.nightly[-1], overrides)

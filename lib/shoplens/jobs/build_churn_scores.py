@@ -30,7 +30,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli
+from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.churn import evaluate
 from shoplens.churn.examples import feature_names, labelled, with_features
@@ -290,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _work(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
-    run(spark, cfg, args.run_date)
+    summary = run(spark, cfg, args.run_date)
+    runs.add_metrics({"churn_fitted": len(summary.by_dataset), "churn_reused": len(summary.reused)})
 
 
 if __name__ == "__main__":
