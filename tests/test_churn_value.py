@@ -221,6 +221,9 @@ def test_churn_and_value_jobs_write_defined_values_and_their_metrics(spark, fres
     build_user_activity.run(spark, cfg, run_date, since=START)
     for snapshot in [*cfg.churn.training_dates(run_date), cfg.churn.evaluation_date(run_date), run_date]:
         build_user_profiles.run(spark, cfg, snapshot)
+    # Before any fit, gold.churn_models exists, empty, for readers of the warehouse.
+    assert build_churn_scores.run(spark, cfg, D(2024, 1, 20)).by_dataset == {}
+    assert _read(spark, catalog.CHURN_MODELS, cfg).count() == 0
     summary = build_churn_scores.run(spark, cfg, run_date)
     build_customer_value.run(spark, cfg, run_date)
 

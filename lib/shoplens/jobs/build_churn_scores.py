@@ -116,6 +116,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
             _save_fit(spark, cfg, dataset, run_date, evaluation, training, sum(counts.values()), settings, gbt, logreg)
             scores.append(score_rows(gbt, current, run_date, evaluation, churn))
             importances.append(importance_rows(spark, gbt, logreg, names, run_date, dataset))
+        if not summary.by_dataset and not catalog.table_exists(spark, catalog.CHURN_MODELS.location(cfg)):
+            # No fit yet (history shorter than the horizon): the table exists, empty, as churn_scores does.
+            replace_slice(spark.createDataFrame([], S.CHURN_MODELS), catalog.CHURN_MODELS, cfg, {S.FIT_DATE: run_date})
         empty = spark.createDataFrame([], S.CHURN_SCORES)
         replace_slice(_union(scores, empty), catalog.CHURN_SCORES, cfg, {S.RUN_DATE: run_date})
         replace_slice(
