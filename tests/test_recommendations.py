@@ -414,6 +414,15 @@ def test_ranking_metrics_by_hand(spark):
     assert got["map@3"] == pytest.approx(a_ap / 3)
     assert got["hit_rate@3"] == pytest.approx(1 / 3)
 
+    # Several models in one action: each scores as alone; a model with no lists scores 0 for every user.
+    other = spark.createDataFrame([("c", 1, "x"), ("c", 2, "v"), ("d", 1, "x")], [S.USER_ID, S.RANK, S.ITEM_ID])
+    both = evaluate.ranking_metrics_of({"m": recs, "other": other, "none": recs.limit(0)}, relevant, 3, 10)
+    assert both["m"] == evaluate.ranking_metrics(recs, relevant, 3, 10)
+    assert both["m"]["coverage@3"] == pytest.approx(4 / 10)
+    assert both["other"]["users"] == 3 and both["other"]["hit_rate@3"] == pytest.approx(1 / 3)
+    assert both["other"]["ndcg@3"] == pytest.approx(1 / 3) and both["other"]["coverage@3"] == pytest.approx(2 / 10)
+    assert both["none"] == {**{f"{m}@3": 0.0 for m in evaluate.METRICS}, "users": 3, "coverage@3": 0.0}
+
 
 def test_quality_gate(fresh_cfg):
     cfg = dataclasses.replace(

@@ -514,13 +514,8 @@ def _evaluate(spark, cfg, inputs, held_out, user_map, item_map, best, n_users, n
                 evaluate.cooccurrence_candidates(inter, targets, cfg.als.cooccurrence_max_items, length), excluded, k
             ),
         }
-        result = {}
-        for name, recs in lists.items():
-            recs = recs.persist()
-            figures: dict[str, float] = dict(evaluate.ranking_metrics(recs, test, k, n_items))
-            result[name] = figures
-            recs.unpersist()
-        return result
+        # The three lists scored in one action, grouped by model.
+        return evaluate.ranking_metrics_of(lists, test, k, n_items)
     finally:
         for df in (inter, excluded, targets):
             df.unpersist()

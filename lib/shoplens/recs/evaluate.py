@@ -4,12 +4,15 @@ and the co-occurrence baseline. Pure Spark, no Python per row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoplens import schemas as S
 
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+MODEL = "_model"
 
 
 def ranking_metrics(
@@ -22,39 +25,68 @@ def ranking_metrics(
     without recommendations scores 0. Returns: {"precision@k", ..., "users"}; values are 0 when
     ``relevant`` is empty (users 0).
     """
+    return ranking_metrics_of({"_": recs}, relevant, k, catalogue_size)["_"]
+
+
+def ranking_metrics_of(
+    lists: Mapping[str, DataFrame], relevant: DataFrame, k: int, catalogue_size: int | None = None
+) -> dict[str, dict[str, float | int]]:
+    """:func:`ranking_metrics` of several models' lists against the same held-out items, in one
+    Spark action: the lists are stacked with their model's name and every aggregate is grouped by it.
+
+    ``lists``: model name → its recs (user_id, rank, item_id). Returns: model name → its figures.
+    """
+    names = list(lists)
+    stacked = None
+    for name, recs in lists.items():
+        one = recs.where(F.col(S.RANK) <= k).select(F.lit(name).alias(MODEL), S.USER_ID, S.RANK, S.ITEM_ID)
+        stacked = one if stacked is None else stacked.unionByName(one)
+    assert stacked is not None, "no lists to score"
     rel = relevant.select(S.USER_ID, S.ITEM_ID).distinct().withColumn("_rel", F.lit(1))
-    top = recs.where(F.col(S.RANK) <= k).select(S.USER_ID, S.RANK, S.ITEM_ID)
-    flagged = top.join(rel, [S.USER_ID, S.ITEM_ID], "left").withColumn("_hit", F.coalesce("_rel", F.lit(0)))
-    running = Window.partitionBy(S.USER_ID).orderBy(S.RANK).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    flagged = stacked.join(rel, [S.USER_ID, S.ITEM_ID], "left").withColumn("_hit", F.coalesce("_rel", F.lit(0)))
+    running = (
+        Window.partitionBy(MODEL, S.USER_ID).orderBy(S.RANK).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
     flagged = flagged.withColumn("_cum", F.sum("_hit").over(running))
-    per_user_recs = flagged.groupBy(S.USER_ID).agg(
+    per_user_recs = flagged.groupBy(MODEL, S.USER_ID).agg(
         F.sum("_hit").alias("_hits"),
         F.sum(F.col("_hit") / F.log2(F.col(S.RANK) + 1)).alias("_dcg"),
         F.sum(F.col("_hit") * F.col("_cum") / F.col(S.RANK)).alias("_ap"),
     )
     n_rel = rel.groupBy(S.USER_ID).agg(F.count(F.lit(1)).alias("_n"))
+    # Every held-out user once per model (a user without a list scores 0 for that model).
+    scored_users = n_rel.withColumn(MODEL, F.explode(F.array(*[F.lit(n) for n in names])))
     ideal = F.aggregate(
         F.transform(F.sequence(F.lit(1), F.least(F.col("_n"), F.lit(k))), lambda i: 1.0 / F.log2(i + 1)),
         F.lit(0.0),
         lambda acc, x: acc + x,
     )
-    per_user = n_rel.join(per_user_recs, [S.USER_ID], "left").select(
+    per_user = scored_users.join(per_user_recs, [MODEL, S.USER_ID], "left").select(
+        MODEL,
         (F.coalesce("_hits", F.lit(0)) / F.lit(k)).alias("precision"),
         (F.coalesce("_hits", F.lit(0)) / F.col("_n")).alias("recall"),
         (F.coalesce("_dcg", F.lit(0.0)) / ideal).alias("ndcg"),
         (F.coalesce("_ap", F.lit(0.0)) / F.least(F.col("_n"), F.lit(k))).alias("map"),
         (F.coalesce("_hits", F.lit(0)) > 0).cast("double").alias("hit_rate"),
     )
-    summary = per_user.agg(*[F.avg(m).alias(m) for m in METRICS], F.count(F.lit(1)).alias("users"))
+    summary = per_user.groupBy(MODEL).agg(*[F.avg(m).alias(m) for m in METRICS], F.count(F.lit(1)).alias("users"))
     if catalogue_size is not None:
-        listed = top.join(n_rel, [S.USER_ID], "left_semi").agg(F.countDistinct(S.ITEM_ID).alias("_listed"))
-        summary = summary.crossJoin(listed)
-    row = summary.first()
-    assert row is not None
-    result: dict[str, float | int] = {f"{m}@{k}": float(row[m] or 0.0) for m in METRICS}
-    result["users"] = int(row["users"])
-    if catalogue_size is not None:
-        result[f"coverage@{k}"] = row["_listed"] / catalogue_size if catalogue_size > 0 else 0.0
+        listed = (
+            stacked.join(n_rel, [S.USER_ID], "left_semi")
+            .groupBy(MODEL)
+            .agg(F.countDistinct(S.ITEM_ID).alias("_listed"))
+        )
+        summary = summary.join(listed, [MODEL], "left")
+    rows = {row[MODEL]: row for row in summary.collect()}  # one row per model
+    result: dict[str, dict[str, float | int]] = {}
+    for name in names:
+        row = rows.get(name)  # no row: relevant is empty
+        figures: dict[str, float | int] = {f"{m}@{k}": float((row[m] if row else None) or 0.0) for m in METRICS}
+        figures["users"] = int(row["users"]) if row else 0
+        if catalogue_size is not None:
+            listed_items = (row["_listed"] if row else None) or 0
+            figures[f"coverage@{k}"] = listed_items / catalogue_size if catalogue_size > 0 else 0.0
+        result[name] = figures
     return result
 
 
