@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from shoplens import catalog, shards
+from shoplens import catalog, deltars, shards
 from shoplens import schemas as S
 from shoplens.jobs import publish
 
@@ -106,3 +106,29 @@ def test_the_job_records_its_own_run_and_leaves_itself_out_of_the_nights_jobs(sp
     assert row[S.JOB_ATTEMPTS] == {"ingest_landing": 1}
     runs = spark.read.format("delta").load(catalog.PIPELINE_RUNS.location(fresh_cfg)).where(F.col(S.JOB) == "publish")
     assert sorted((r[S.ATTEMPT], r[S.STATUS]) for r in runs.collect()) == [(1, "succeeded"), (2, "succeeded")]
+
+
+def test_partition_rows_from_the_log_equal_spark_counts_across_checkpoints_and_rewrites(spark, tmp_path):
+    location = str(tmp_path / "t")
+    day = F.col("d")
+
+    def write(n: int, mode: str, only: str | None = None, **options) -> None:
+        frame = spark.range(n).withColumn("d", F.when(F.col("id") % 3 == 0, "2024-01-01").otherwise("2024-01-02"))
+        frame = frame.where(day == only) if only else frame
+        frame.withColumn("d", day.cast("date")).write.format("delta").mode(mode).options(**options) \
+            .partitionBy("d").save(location)
+
+    write(10, "overwrite")
+    for n in range(1, 12):  # past Delta's checkpoint interval (10): the replay starts from a checkpoint
+        write(n, "append")
+    write(4, "overwrite", only="2024-01-02", replaceWhere="d = DATE'2024-01-02'")
+    spark.sql(f"DELETE FROM delta.`{location}` WHERE d = DATE'2024-01-01' AND id > 5")
+    version = shards.latest_version(location)
+    assert any(p.name.endswith(".checkpoint.parquet") for p in (tmp_path / "t" / "_delta_log").iterdir())
+
+    frame = spark.read.format("delta").load(location)
+    for value in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        expected = frame.where(day == F.lit(value).cast("date")).count()
+        assert deltars.partition_rows(location, version, "d", value) == expected
+    # An earlier version is replayed as it was.
+    assert deltars.partition_rows(location, 0, "d", "2024-01-02") == 6

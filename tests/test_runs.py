@@ -92,10 +92,12 @@ def test_run_records_a_success_and_a_failure_and_numbers_attempts(spark, fresh_c
     assert not any(Path(fresh_cfg.paths.warehouse, "_locks").rglob("*.lock"))
 
 
-def test_a_run_start_numbers_abandons_and_refuses_out_of_order_from_its_one_read(spark, tmp_path):
+@pytest.mark.parametrize("writer", ["deltalake", "spark"])
+def test_a_run_start_numbers_abandons_and_refuses_out_of_order_from_its_one_read(spark, tmp_path, writer):
     """Under the run lock, the start reads gold.pipeline_runs once; from it come the attempt, the dead
-    attempts to mark abandoned and the later dates that refuse an out-of-order run."""
-    cfg = load_config("local", CONF_DIR, [f"paths.warehouse={tmp_path}", *FAST_RUNS])
+    attempts to mark abandoned and the later dates that refuse an out-of-order run. The same with the
+    record written by delta-rs (the default) or by Spark (runs.record_writer)."""
+    cfg = load_config("local", CONF_DIR, [f"paths.warehouse={tmp_path}", *FAST_RUNS, f"runs.record_writer={writer}"])
     location = catalog.PIPELINE_RUNS.location(cfg)
     record = ("gold.pipeline_runs", "record", None)
     with runs.job_run(spark, cfg, "build_sessions", DAY2, dataset="demo"):
@@ -130,6 +132,17 @@ def test_a_run_start_numbers_abandons_and_refuses_out_of_order_from_its_one_read
     abandoned = _runs(spark, cfg, DAY2).where(F.col(S.ATTEMPT) == 2).first()
     assert abandoned[S.ENDED_AT] is None and "found still running by attempt 3" in abandoned[S.ERROR]
     assert not any(Path(tmp_path, "_locks").rglob("*.lock"))
+    # The start's one read (by delta-rs: the Delta log and the runs' own files, no Spark job) is Spark's read.
+    for day, dataset in ((DAY1, "demo"), (DAY1, "other"), (DAY2, "demo"), (DAY2, "other")):
+        rows = _runs(spark, cfg).where(F.col(S.RUN_DATE) >= day).collect()
+        assert runs.recorded_runs(spark, cfg, "build_sessions", day, dataset) == runs.RecordedRuns(
+            table_exists=True,
+            attempts={r[S.ATTEMPT]: r[S.STATUS] for r in rows if r[S.RUN_DATE] == day},
+            later_dates=tuple(sorted({
+                r[S.RUN_DATE] for r in rows
+                if r[S.RUN_DATE] > day and r[S.STATUS] == "succeeded" and r[S.DATASET] == dataset
+            })),
+        )
 
 
 def test_a_failed_quality_gate_is_in_the_failed_runs_row_as_stored_in_quality_results(spark, fresh_cfg):

@@ -481,6 +481,9 @@ class ScoringConfig:
             raise ConfigError(f"scoring: top_k and batch_size must be positive, got {self.top_k}, {self.batch_size}")
 
 
+RECORD_WRITERS = ("deltalake", "spark")
+
+
 @dataclass(frozen=True)
 class RunsConfig:
     """The run machinery of every job's main (docs/RUNS.md): run lock, table commit locks, run record."""
@@ -503,8 +506,13 @@ class RunsConfig:
     # Where the lock files live; empty: <warehouse>/_locks. A warehouse on S3 (no exclusive create)
     # keeps its locks on a file system that has one, shared by every driver (HDFS, NFS).
     lock_dir: str
+    # Who writes and reads gold.pipeline_runs: deltalake (delta-rs, milliseconds, no Spark job) or
+    # spark (a store delta-rs does not reach, or S3 without delta-rs' locking provider).
+    record_writer: str
 
     def __post_init__(self) -> None:
+        if self.record_writer not in RECORD_WRITERS:
+            raise ConfigError(f"runs.record_writer: one of {', '.join(RECORD_WRITERS)}, got {self.record_writer!r}")
         if min(self.lock_wait_s, self.table_lock_wait_s) < 0 or min(self.lease_s, self.heartbeat_s, self.poll_s) <= 0:
             raise ConfigError("runs: waits must be non-negative; lease_s, heartbeat_s and poll_s positive")
         if self.heartbeat_s >= self.lease_s:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog
+from shoplens import catalog, deltars
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
@@ -428,22 +428,32 @@ def recorded_runs(
     location = catalog.PIPELINE_RUNS.location(cfg)
     if not catalog.table_exists(spark, location):
         return RecordedRuns(table_exists=False, attempts={}, later_dates=())
-    this_date = F.col(S.RUN_DATE) == F.lit(run_date)
-    later = (
-        (F.col(S.RUN_DATE) > F.lit(run_date)) & (F.col(S.STATUS) == S.STATUS_SUCCEEDED)
-        & F.col(S.DATASET).eqNullSafe(F.lit(dataset))
-    )
-    rows = (
-        spark.read.format("delta").load(location)
-        # job is the partition column: the read lists the job's files only.
-        .where((F.col(S.JOB) == job) & (this_date | later))
-        .select(S.RUN_DATE, S.ATTEMPT, S.STATUS)
-        .collect()  # the attempts of one date plus one row per later night processed: a few hundred at most
-    )
+    if _record_by_deltalake(cfg, location):
+        # The files of the job's partitions from run_date on, found in the log: no Spark job.
+        rows = [
+            (r[S.RUN_DATE], r[S.ATTEMPT], r[S.STATUS], r[S.DATASET])
+            for r in deltars.read_rows(
+                location, [(S.JOB, "=", job), (S.RUN_DATE, ">=", run_date)],
+                (S.RUN_DATE, S.ATTEMPT, S.STATUS, S.DATASET),
+            )
+        ]
+    else:
+        # Spark; also a table made before the per-run partitions (partitioned by job only).
+        this_date = F.col(S.RUN_DATE) == F.lit(run_date)
+        rows = [
+            (r[S.RUN_DATE], r[S.ATTEMPT], r[S.STATUS], r[S.DATASET])
+            for r in spark.read.format("delta").load(location)
+            .where((F.col(S.JOB) == job) & (this_date | (F.col(S.RUN_DATE) > F.lit(run_date))))
+            .select(S.RUN_DATE, S.ATTEMPT, S.STATUS, S.DATASET)
+            .collect()  # the attempts of one date plus the later nights' rows: a few hundred at most
+        ]
     return RecordedRuns(
         table_exists=True,
-        attempts={r[S.ATTEMPT]: r[S.STATUS] for r in rows if r[S.RUN_DATE] == run_date},
-        later_dates=tuple(sorted({r[S.RUN_DATE] for r in rows if r[S.RUN_DATE] != run_date})),
+        attempts={attempt: status for date, attempt, status, _ in rows if date == run_date},
+        later_dates=tuple(sorted({
+            date for date, _, status, ds in rows
+            if date > run_date and status == S.STATUS_SUCCEEDED and ds == dataset
+        })),
     )
 
 
@@ -458,7 +468,9 @@ def _write_start(run: RunContext, recorded: RecordedRuns) -> None:
 
     spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
     location = spec.location(cfg)
-    source = spark.createDataFrame([run.row(S.STATUS_RUNNING, None, None)], schema=S.PIPELINE_RUNS)
+    row = run.row(S.STATUS_RUNNING, None, None)
+    # Delta's idempotent write: the same (txnAppId, txnVersion) committed again adds nothing.
+    app_id = f"shoplens {run.job} {run.run_date} attempt {run.attempt} {run.run_id}"
 
     def append() -> None:
         if not recorded.table_exists:
@@ -467,12 +479,12 @@ def _write_start(run: RunContext, recorded: RecordedRuns) -> None:
                 DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
                 .partitionedBy(*spec.partition_by).execute()
             )
+        if _record_by_deltalake(cfg, location):
+            deltars.append_once(location, deltars.arrow_rows([row], S.PIPELINE_RUNS), app_id)
+            return
         (
-            source.write.format("delta").mode("append")
-            # Delta's idempotent write: the same (txnAppId, txnVersion) committed again adds nothing.
-            .option("txnAppId", f"shoplens {run.job} {run.run_date} attempt {run.attempt} {run.run_id}")
-            .option("txnVersion", 0)
-            .save(location)
+            spark.createDataFrame([row], schema=S.PIPELINE_RUNS).write.format("delta").mode("append")
+            .option("txnAppId", app_id).option("txnVersion", 0).save(location)
         )
 
     _commit(run, spec, cfg, append, record=False)
@@ -480,23 +492,45 @@ def _write_start(run: RunContext, recorded: RecordedRuns) -> None:
         register_table(spark, spec, cfg)
 
 
+def _record_by_deltalake(cfg: Config, location: str) -> bool:
+    """Whether the run record goes through delta-rs: so configured, and the table is partitioned
+    per run (a table made before that is replaced through a scan: Spark's)."""
+    return cfg.runs.record_writer == "deltalake" and set(catalog.PIPELINE_RUNS.partition_by) <= set(
+        deltars.partition_columns(location)
+    )
+
+
 def _write_record(run: RunContext, status: str, error: str | None = None) -> None:
     """Writes the run's row over its earlier one: a replace of the (job, run_date, attempt) slice.
 
     The slice is the table's partition (``catalog.PIPELINE_RUNS``), so Delta replaces it from the
-    log alone (no scan, no join: one write, half the cost of the MERGE this used to be), and two
-    runs recording at once touch disjoint partitions. A table made before that partitioning (by job
-    only) is replaced the same way through a scan of the job's rows."""
+    log alone (no scan, no join), and two runs recording at once touch disjoint partitions. Through
+    delta-rs by default (``runs.record_writer``); a table made before that partitioning (by job
+    only) is replaced by Spark through a scan of the job's rows."""
     spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
     location = spec.location(cfg)
     ended_at = None if status == S.STATUS_RUNNING else _utc_now()
-    source = spark.createDataFrame([run.row(status, error, ended_at)], schema=S.PIPELINE_RUNS)
-    job = run.job.replace("\\", "\\\\").replace("'", "\\'")
-    this_run = (
-        f"`{S.JOB}` = '{job}' AND `{S.RUN_DATE}` = DATE'{run.run_date.isoformat()}' AND `{S.ATTEMPT}` = {run.attempt}"
-    )
-    writer = source.write.format("delta").mode("overwrite").option("replaceWhere", this_run)
-    _commit(run, spec, cfg, lambda: writer.save(location), record=False)
+    row = run.row(status, error, ended_at)
+
+    def replace() -> None:
+        if _record_by_deltalake(cfg, location):
+            # delta-rs' SQL: standard quoting ('' in a string), double-quoted identifiers.
+            job_literal = run.job.replace("'", "''")
+            predicate = (
+                f"\"{S.JOB}\" = '{job_literal}' AND \"{S.RUN_DATE}\" = '{run.run_date.isoformat()}'::date"
+                f" AND \"{S.ATTEMPT}\" = {run.attempt}"
+            )
+            deltars.replace_where(location, deltars.arrow_rows([row], S.PIPELINE_RUNS), predicate)
+            return
+        job = run.job.replace("\\", "\\\\").replace("'", "\\'")
+        this_run = (
+            f"`{S.JOB}` = '{job}' AND `{S.RUN_DATE}` = DATE'{run.run_date.isoformat()}'"
+            f" AND `{S.ATTEMPT}` = {run.attempt}"
+        )
+        source = spark.createDataFrame([row], schema=S.PIPELINE_RUNS)
+        source.write.format("delta").mode("overwrite").option("replaceWhere", this_run).save(location)
+
+    _commit(run, spec, cfg, replace, record=False)
 
 
 def _abandon_earlier(run: RunContext, attempts: Sequence[int]) -> None:

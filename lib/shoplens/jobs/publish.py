@@ -11,8 +11,9 @@ date, at the Delta versions its row names. R is published only when
 
 Otherwise it raises :class:`PublishError` naming what is missing, and writes nothing. The row holds
 every existing table's current Delta version (from its log, no Spark job), the rows for R of every
-table with a date partition column but gold.pipeline_runs (partition-pruned counts) and each job's
-succeeded attempt.
+table with a date partition column but gold.pipeline_runs (summed from the ``numRecords`` statistic
+of the partition's files in the Delta log, read by delta-rs: no Spark job; a partition-pruned count where a file has
+no statistic) and each job's succeeded attempt.
 Publishing R again (a re-run after a late fix) replaces R's row.
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, runs, shards
+from shoplens import catalog, cli, deltars, runs, shards
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table
 from shoplens.config import Config
@@ -89,7 +90,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
         column = date_column(spec)
         # The run record is partitioned by run date too, but it is the night's log, not its data.
         if column is not None and spec is not catalog.PIPELINE_RUNS:
-            rows[spec.name] = (
+            counted = deltars.partition_rows(location, version, column, run_date.isoformat())
+            rows[spec.name] = counted if counted is not None else (
                 spark.read.format("delta").option("versionAsOf", version).load(location)
                 .where(F.col(column) == F.lit(run_date)).count()
             )

@@ -1,0 +1,102 @@
+"""Small reads and writes of Delta tables without Spark, through the ``deltalake`` package (delta-rs).
+
+A job-run's own bookkeeping touches a handful of rows: its row of ``gold.pipeline_runs`` (read at
+its start, appended, replaced at its end) and, for ``publish``, the rows each table holds for a
+date. Through Spark each of those cost one to three seconds of Spark jobs on a small night (a
+write job, the optimized write's shuffle, snapshot state and a scan of the files to replace);
+here they cost milliseconds: the Delta log is replayed in Rust, and a replace of a partition is
+decided from the log alone. The data of a job is always read and written by Spark.
+
+delta-rs and Spark's Delta write the same protocol, and ShopLens serialises the commits to a table
+across drivers with its own commit lock (``shoplens.runs``). On S3, delta-rs needs a locking
+provider of its own (``AWS_S3_LOCKING_PROVIDER=dynamodb``, delta-rs' documentation) or the
+``runs.record_writer: spark`` setting, which keeps every record in Spark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
+
+
+def _table(location: str, version: int | None = None):
+    from deltalake import DeltaTable
+
+    return DeltaTable(location) if version is None else DeltaTable(location, version=version)
+
+
+def version(location: str) -> int:
+    """The table's current version."""
+    return int(_table(location).version())
+
+
+def partition_columns(location: str) -> list[str]:
+    return list(_table(location).metadata().partition_columns)
+
+
+def partition_rows(location: str, at_version: int, column: str, value: str) -> int | None:
+    """The rows of the table at ``at_version`` whose partition ``column`` is ``value`` (as the log
+    spells it, ``2024-03-31`` for a date), summed from the ``numRecords`` statistic of each live
+    file. None when a file of that partition has no row count in the log: count it with Spark."""
+    actions = pa.table(_table(location, at_version).get_add_actions(flatten=True))
+    key = f"partition.{column}"
+    if actions.num_rows == 0:
+        return 0
+    if key not in actions.column_names:
+        raise ValueError(f"{location} is not partitioned by {column}")
+    values = [None if v is None else str(v) for v in actions.column(key).to_pylist()]
+    counts = actions.column("num_records").to_pylist()
+    picked = [n for v, n in zip(values, counts, strict=True) if v == value]
+    if any(n is None for n in picked):
+        return None
+    return int(sum(picked))
+
+
+def read_rows(location: str, filters: Sequence[tuple[str, str, Any]], columns: Sequence[str]) -> list[dict]:
+    """``columns`` of the rows passing ``filters`` (conjunctive, ``(column, op, value)`` as in
+    pyarrow; on partition columns the log prunes the files first) at the table's current version."""
+    frame = _table(location).to_pyarrow_table(columns=list(columns), filters=list(filters))
+    return frame.to_pylist()
+
+
+def arrow_rows(rows: Sequence[Sequence[Any]], schema: T.StructType) -> pa.Table:
+    """Rows given as tuples in ``schema``'s column order, as an Arrow table of that schema (maps
+    as key/value pairs, timestamps in UTC microseconds, Spark's nullability)."""
+    arrow_schema = to_arrow_schema(schema, timestamp_utc=True)
+    maps = {f.name for f in schema.fields if isinstance(f.dataType, T.MapType)}
+    columns = {
+        f.name: [
+            (list(row[i].items()) if f.name in maps and row[i] is not None else row[i]) for row in rows
+        ]
+        for i, f in enumerate(schema.fields)
+    }
+    return pa.Table.from_pydict(columns, schema=arrow_schema)
+
+
+def append_once(location: str, data: pa.Table, app_id: str) -> bool:
+    """Appends ``data`` in one commit unless a commit of ``app_id`` is already in the table's log
+    (Delta's idempotent write: ``txn`` app id and version 0). Returns whether it committed.
+
+    Call it under the table's commit lock: the check and the commit are two steps."""
+    from deltalake import write_deltalake
+    from deltalake.transaction import CommitProperties, Transaction
+
+    table = _table(location)
+    if table.transaction_version(app_id) is not None:
+        return False
+    write_deltalake(
+        table, data, mode="append", commit_properties=CommitProperties(app_transactions=[Transaction(app_id, 0)])
+    )
+    return True
+
+
+def replace_where(location: str, data: pa.Table, predicate: str) -> None:
+    """Replaces the rows matching ``predicate`` (SQL over partition columns: the files to remove are
+    found in the log) with ``data``, in one commit."""
+    from deltalake import write_deltalake
+
+    write_deltalake(_table(location), data, mode="overwrite", predicate=predicate)
