@@ -19,7 +19,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from shoplens import catalog, quality, runs
 from shoplens import schemas as S
-from shoplens.config import load_config
+from shoplens.config import ConfigError, load_config
 from shoplens.io import LandingNotFound
 from shoplens.jobs import build_silver_events, ingest_landing
 from shoplens.locks import Lock, LockLost, LockTimeout
@@ -90,6 +90,42 @@ def test_run_records_a_success_and_a_failure_and_numbers_attempts(spark, fresh_c
     assert all(r[S.ERROR].startswith("LandingNotFound: no landing files for events on 2024-01-09") for r in failed)
     # No run left a lock behind.
     assert not any(Path(fresh_cfg.paths.warehouse, "_locks").rglob("*.lock"))
+
+
+def test_the_record_writer_is_delta_rs_on_a_local_warehouse_unless_told():
+    def uses(writer: str, location: str) -> bool:
+        return runs.uses_deltalake(load_config("local", CONF_DIR, [f"runs.record_writer={writer}"]), location)
+
+    assert uses("auto", "/wh/gold/pipeline_runs") and uses("auto", "file:/wh/gold/pipeline_runs")
+    assert not uses("auto", "s3a://bucket/wh/gold/pipeline_runs") and not uses("auto", "hdfs://nn/wh/x")
+    assert uses("deltalake", "s3a://bucket/wh/gold/pipeline_runs") and not uses("spark", "/wh/gold/pipeline_runs")
+    with pytest.raises(ConfigError, match="runs.record_writer: one of auto, deltalake, spark"):
+        load_config("local", CONF_DIR, ["runs.record_writer=rust"])
+
+
+def test_the_record_written_by_delta_rs_checkpoints_and_spark_reads_and_updates_it(spark, tmp_path):
+    """Most of gold.pipeline_runs' commits are delta-rs': its checkpoints must serve Spark, and a
+    Spark UPDATE (abandoned, rewound) must serve delta-rs' next read and write."""
+    from delta.tables import DeltaTable
+
+    cfg = load_config("local", CONF_DIR, [f"paths.warehouse={tmp_path}", *FAST_RUNS, "runs.record_writer=deltalake"])
+    location = catalog.PIPELINE_RUNS.location(cfg)
+    days = [DAY1 + dt.timedelta(days=i) for i in range(7)]
+    for day in days:  # 14 record commits after the table's creation: past the checkpoint interval
+        with runs.job_run(spark, cfg, "build_sessions", day, dataset="demo"):
+            pass
+    log_dir = Path(location) / "_delta_log"
+    checkpoints = sorted(p.name for p in log_dir.glob("*.checkpoint.parquet"))
+    # delta-rs checkpoints the version that completes each interval (9, 19, ...), as Spark does 10, 20, ...
+    assert checkpoints and int(checkpoints[-1][:20]) >= runs.RECORD_CHECKPOINT_INTERVAL - 1
+    assert '"delta-rs' in (log_dir / f"{int(checkpoints[-1][:20]):020d}.json").read_text()
+
+    DeltaTable.forPath(spark, location).update(F.col(S.RUN_DATE) == F.lit(days[0]), {S.STATUS: F.lit("rewound")})
+    with runs.job_run(spark, cfg, "build_sessions", days[0], dataset="other"):
+        pass
+    got = sorted((r[S.RUN_DATE], r[S.ATTEMPT], r[S.STATUS]) for r in _runs(spark, cfg).collect())
+    assert got == sorted([(days[0], 1, "rewound"), (days[0], 2, "succeeded")] + [(d, 1, "succeeded") for d in days[1:]])
+    assert runs.recorded_runs(spark, cfg, "build_sessions", days[0], "demo").attempts == {1: "rewound", 2: "succeeded"}
 
 
 @pytest.mark.parametrize("writer", ["deltalake", "spark"])

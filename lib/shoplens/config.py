@@ -481,7 +481,7 @@ class ScoringConfig:
             raise ConfigError(f"scoring: top_k and batch_size must be positive, got {self.top_k}, {self.batch_size}")
 
 
-RECORD_WRITERS = ("deltalake", "spark")
+RECORD_WRITERS = ("auto", "deltalake", "spark")
 
 
 @dataclass(frozen=True)
@@ -506,8 +506,8 @@ class RunsConfig:
     # Where the lock files live; empty: <warehouse>/_locks. A warehouse on S3 (no exclusive create)
     # keeps its locks on a file system that has one, shared by every driver (HDFS, NFS).
     lock_dir: str
-    # Who writes and reads gold.pipeline_runs: deltalake (delta-rs, milliseconds, no Spark job) or
-    # spark (a store delta-rs does not reach, or S3 without delta-rs' locking provider).
+    # Who writes and reads gold.pipeline_runs (and counts publish's rows): deltalake (delta-rs,
+    # milliseconds, no Spark job), spark, or auto: delta-rs on a local warehouse, Spark elsewhere.
     record_writer: str
 
     def __post_init__(self) -> None:

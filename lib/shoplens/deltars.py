@@ -9,8 +9,10 @@ decided from the log alone. The data of a job is always read and written by Spar
 
 delta-rs and Spark's Delta write the same protocol, and ShopLens serialises the commits to a table
 across drivers with its own commit lock (``shoplens.runs``). On S3, delta-rs needs a locking
-provider of its own (``AWS_S3_LOCKING_PROVIDER=dynamodb``, delta-rs' documentation) or the
-``runs.record_writer: spark`` setting, which keeps every record in Spark.
+provider of its own (``AWS_S3_LOCKING_PROVIDER=dynamodb``, delta-rs' documentation) and
+credentials in its own environment variables: ``runs.record_writer: auto`` (the default) uses
+delta-rs on a local warehouse only and Spark elsewhere; ``deltalake`` forces it, ``spark`` keeps
+every record in Spark.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from typing import Any
 import pyarrow as pa
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
+
+
+def is_local(location: str) -> bool:
+    """Whether ``location`` is on the local file system (a path, or a ``file:`` URI)."""
+    return "://" not in location or location.startswith("file:")
 
 
 def _table(location: str, version: int | None = None):
@@ -41,8 +48,12 @@ def partition_columns(location: str) -> list[str]:
 def partition_rows(location: str, at_version: int, column: str, value: str) -> int | None:
     """The rows of the table at ``at_version`` whose partition ``column`` is ``value`` (as the log
     spells it, ``2024-03-31`` for a date), summed from the ``numRecords`` statistic of each live
-    file. None when a file of that partition has no row count in the log: count it with Spark."""
-    actions = pa.table(_table(location, at_version).get_add_actions(flatten=True))
+    file. None when a file of that partition has no row count in the log, or the table may have
+    deletion vectors (the count would include deleted rows): count it with Spark then."""
+    table = _table(location, at_version)
+    if "deletionVectors" in (table.protocol().reader_features or []):
+        return None
+    actions = pa.table(table.get_add_actions(flatten=True))
     key = f"partition.{column}"
     if actions.num_rows == 0:
         return 0

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ERROR_MAX_CHARS = 2000
+RECORD_CHECKPOINT_INTERVAL = 10
 LOCKS_DIR = "_locks"
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 _DURING_COMMIT_POLL_S = 0.02
@@ -477,7 +478,11 @@ def _write_start(run: RunContext, recorded: RecordedRuns) -> None:
             # Under the table's commit lock: another job may have created it since the read.
             (
                 DeltaTable.createIfNotExists(spark).location(location).addColumns(spec.schema)
-                .partitionedBy(*spec.partition_by).execute()
+                .partitionedBy(*spec.partition_by)
+                # Spark's default, written down for delta-rs (whose default is 100), which makes
+                # most of this table's commits and so its checkpoints.
+                .property("delta.checkpointInterval", str(RECORD_CHECKPOINT_INTERVAL))
+                .execute()
             )
         if _record_by_deltalake(cfg, location):
             deltars.append_once(location, deltars.arrow_rows([row], S.PIPELINE_RUNS), app_id)
@@ -492,10 +497,17 @@ def _write_start(run: RunContext, recorded: RecordedRuns) -> None:
         register_table(spark, spec, cfg)
 
 
+def uses_deltalake(cfg: Config, location: str) -> bool:
+    """Whether small reads and writes of the table at ``location`` go through delta-rs
+    (``runs.record_writer``: deltalake, or auto on a local warehouse)."""
+    writer = cfg.runs.record_writer
+    return writer == "deltalake" or (writer == "auto" and deltars.is_local(location))
+
+
 def _record_by_deltalake(cfg: Config, location: str) -> bool:
     """Whether the run record goes through delta-rs: so configured, and the table is partitioned
     per run (a table made before that is replaced through a scan: Spark's)."""
-    return cfg.runs.record_writer == "deltalake" and set(catalog.PIPELINE_RUNS.partition_by) <= set(
+    return uses_deltalake(cfg, location) and set(catalog.PIPELINE_RUNS.partition_by) <= set(
         deltars.partition_columns(location)
     )
 
@@ -505,7 +517,7 @@ def _write_record(run: RunContext, status: str, error: str | None = None) -> Non
 
     The slice is the table's partition (``catalog.PIPELINE_RUNS``), so Delta replaces it from the
     log alone (no scan, no join), and two runs recording at once touch disjoint partitions. Through
-    delta-rs by default (``runs.record_writer``); a table made before that partitioning (by job
+    delta-rs on a local warehouse (``runs.record_writer``); a table made before that partitioning (by job
     only) is replaced by Spark through a scan of the job's rows."""
     spark, cfg, spec = run.spark, run.cfg, catalog.PIPELINE_RUNS
     location = spec.location(cfg)

@@ -90,7 +90,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
         column = date_column(spec)
         # The run record is partitioned by run date too, but it is the night's log, not its data.
         if column is not None and spec is not catalog.PIPELINE_RUNS:
-            counted = deltars.partition_rows(location, version, column, run_date.isoformat())
+            counted = _rows_from_log(cfg, location, version, column, run_date)
             rows[spec.name] = counted if counted is not None else (
                 spark.read.format("delta").option("versionAsOf", version).load(location)
                 .where(F.col(column) == F.lit(run_date)).count()
@@ -111,6 +111,19 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
     _merge(spark, cfg, published)
     log.info("published %s: %d tables, rows for the date %s", run_date, len(versions), rows)
     return published
+
+
+def _rows_from_log(cfg: Config, location: str, version: int, column: str, run_date: dt.date) -> int | None:
+    """The rows of ``column`` = ``run_date`` at ``version`` from the log's statistics (delta-rs), or
+    None where they cannot be had so (``runs.record_writer``, no statistic, deletion vectors, a
+    store delta-rs does not reach): Spark counts them then."""
+    if not runs.uses_deltalake(cfg, location):
+        return None
+    try:
+        return deltars.partition_rows(location, version, column, run_date.isoformat())
+    except Exception as err:  # noqa: BLE001 - the Spark count is the answer then
+        log.warning("rows of %s for %s not read from its log (%s): counted with Spark", location, run_date, err)
+        return None
 
 
 def _merge(spark: SparkSession, cfg: Config, published: dict[str, Any]) -> None:

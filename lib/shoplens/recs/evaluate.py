@@ -42,6 +42,8 @@ def ranking_metrics_of(
         one = recs.where(F.col(S.RANK) <= k).select(F.lit(name).alias(MODEL), S.USER_ID, S.RANK, S.ITEM_ID)
         stacked = one if stacked is None else stacked.unionByName(one)
     assert stacked is not None, "no lists to score"
+    # Read twice below (the metrics and the coverage): computed once, so both see the same lists.
+    stacked = stacked.persist()
     rel = relevant.select(S.USER_ID, S.ITEM_ID).distinct().withColumn("_rel", F.lit(1))
     flagged = stacked.join(rel, [S.USER_ID, S.ITEM_ID], "left").withColumn("_hit", F.coalesce("_rel", F.lit(0)))
     running = (
@@ -77,7 +79,10 @@ def ranking_metrics_of(
             .agg(F.countDistinct(S.ITEM_ID).alias("_listed"))
         )
         summary = summary.join(listed, [MODEL], "left")
-    rows = {row[MODEL]: row for row in summary.collect()}  # one row per model
+    try:
+        rows = {row[MODEL]: row for row in summary.collect()}  # one row per model
+    finally:
+        stacked.unpersist()
     result: dict[str, dict[str, float | int]] = {}
     for name in names:
         row = rows.get(name)  # no row: relevant is empty
