@@ -36,11 +36,6 @@ def _table(location: str, version: int | None = None):
     return DeltaTable(location) if version is None else DeltaTable(location, version=version)
 
 
-def version(location: str) -> int:
-    """The table's current version."""
-    return int(_table(location).version())
-
-
 def partition_columns(location: str) -> list[str]:
     return list(_table(location).metadata().partition_columns)
 

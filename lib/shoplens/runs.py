@@ -441,12 +441,16 @@ def recorded_runs(
     else:
         # Spark; also a table made before the per-run partitions (partitioned by job only).
         this_date = F.col(S.RUN_DATE) == F.lit(run_date)
+        later = (
+            (F.col(S.RUN_DATE) > F.lit(run_date)) & (F.col(S.STATUS) == S.STATUS_SUCCEEDED)
+            & F.col(S.DATASET).eqNullSafe(F.lit(dataset))
+        )
         rows = [
             (r[S.RUN_DATE], r[S.ATTEMPT], r[S.STATUS], r[S.DATASET])
             for r in spark.read.format("delta").load(location)
-            .where((F.col(S.JOB) == job) & (this_date | (F.col(S.RUN_DATE) > F.lit(run_date))))
+            .where((F.col(S.JOB) == job) & (this_date | later))
             .select(S.RUN_DATE, S.ATTEMPT, S.STATUS, S.DATASET)
-            .collect()  # the attempts of one date plus the later nights' rows: a few hundred at most
+            .collect()  # the attempts of one date plus one row per later night processed: a few hundred at most
         ]
     return RecordedRuns(
         table_exists=True,
