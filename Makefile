@@ -32,12 +32,12 @@ help:
 	@echo "make run          set up if needed, run the nightly pipeline locally on the demo shop"
 	@echo "make test         set up if needed, run the test suite but the slow proofs (local mode, cluster, Airflow, Horovod)"
 	@echo "make e2e          the slow proofs: the whole Airflow DAG on the cluster for two days, the backfill of a missed night"
-	@echo "make setup        create .venv (Spark side), build Horovod, fetch Delta JARs, create .venv-airflow"
+	@echo "make setup        create .venv (Spark side), build Horovod, fetch Delta JARs, the JVM class archive, .venv-airflow"
 	@echo "make cluster-up   start a Spark standalone master + worker on 127.0.0.1 (make cluster-down stops them)"
 	@echo "make package      build dist/: the project zip, conf and a packed Python environment for spark-submit"
 	@echo "make lint         ruff over lib/, jobs/, tests/, airflow_dags/"
 
-setup: $(STAMPS)/venv $(STAMPS)/horovod $(STAMPS)/shoplens $(STAMPS)/jars $(STAMPS)/airflow
+setup: $(STAMPS)/venv $(STAMPS)/horovod $(STAMPS)/shoplens $(STAMPS)/jars $(STAMPS)/jvm-archive $(STAMPS)/airflow
 
 $(STAMPS)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ShopLens needs Python 3.11 (TensorFlow 2.15); set PYTHON=/path/to/python3.11")'
@@ -80,6 +80,13 @@ $(STAMPS)/jars: | $(STAMPS)/python
 	ls $(DELTA_JARS) >/dev/null
 	touch $@
 
+# The driver JVM's class-data-sharing archive (lib/shoplens/jvm_archive.py): a warm-up run's classes,
+# dumped once, so every later Spark start maps them instead of loading them (about 5 s a start here).
+$(STAMPS)/jvm-archive: requirements/spark.lock $(STAMPS)/shoplens $(STAMPS)/jars
+	rm -f $(ROOT)/.jvm/*.jsa
+	$(PY) -m shoplens.jvm_archive --env local
+	touch $@
+
 $(STAMPS)/airflow: requirements/airflow.lock | $(STAMPS)/python
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
@@ -117,4 +124,4 @@ lock:
 	$(AIRFLOW_VENV)/bin/python -m pip freeze --exclude-editable > requirements/airflow.lock
 
 clean: cluster-down
-	rm -rf $(STAMPS) $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) $(WHEELS) $(ROOT)/.m2 $(ROOT)/dist $(ROOT)/data $(ROOT)/var
+	rm -rf $(STAMPS) $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) $(ROOT)/.jvm $(WHEELS) $(ROOT)/.m2 $(ROOT)/dist $(ROOT)/data $(ROOT)/var

@@ -174,3 +174,18 @@ def _nodes(plan) -> list:
         children = node.children()
         stack.extend(children.apply(i) for i in range(children.size()))
     return found
+
+
+def test_the_jvm_class_archive_is_used_only_where_the_file_is(tmp_path):
+    archive = tmp_path / "spark-classes.jsa"
+    custom = "spark.conf.spark.driver.extraJavaOptions=-Dmine=1"
+    cfg = load_config("local", CONF, [f"paths.jvm_archive={archive}", custom])
+    assert spark_conf(cfg)["spark.driver.extraJavaOptions"] == "-Dmine=1"  # no file: as configured
+    archive.write_bytes(b"made by make setup")
+    options = spark_conf(cfg)["spark.driver.extraJavaOptions"]
+    assert options == f"-Dmine=1 -XX:SharedArchiveFile={archive} -Xshare:auto"  # auto: a stale file is ignored
+    assert "SharedArchiveFile" not in spark_conf(cfg).get("spark.executor.extraJavaOptions", "")
+    off = load_config("local", CONF, ["paths.jvm_archive="])
+    assert "SharedArchiveFile" not in spark_conf(off)["spark.driver.extraJavaOptions"]
+    relative = load_config("local", CONF, [])
+    assert relative.paths.jvm_archive == str(CONF.parent / ".jvm" / "spark-classes.jsa")

@@ -7,9 +7,10 @@
    last night: per job the seconds, Spark jobs and tasks (the status tracker, by the run's job
    group), Delta commits (the run's own records included), rows written (the commits' own
    ``operationMetrics``) and rows read (records read from files and tables, from Spark's event log).
-3. Starts one job the way spark-submit starts it (``spark-submit jobs/build_silver_items.py``, a
-   re-run of the last night) and reports the seconds from process start to its first Spark job's
-   submission time in Spark's event log: JVM start-up and Python imports.
+3. Starts one job the way spark-submit starts it (``spark-submit jobs/build_user_activity.py``, a
+   re-run of the last night: a small job that always reads and writes a table) and reports the
+   seconds from process start to its first Spark job's submission time in Spark's event log: JVM
+   start-up, Python imports, the run record and the planning of the job's first read.
 
 The last stdout line is one JSON object: ``jobs`` (per job: ``seconds``, ``spark_jobs``,
 ``spark_tasks``, ``commits``, ``rows_written``, ``rows_read``), ``night_seconds``,
@@ -35,7 +36,7 @@ from typing import Any
 from shoplens import cli, runs
 from shoplens.session import build_session
 
-PROBE_JOB = "build_silver_items"
+PROBE_JOB = "build_user_activity"
 # A re-tune night for ALS (the first after the history), then the measured night, a normal one.
 NIGHTS = 2
 

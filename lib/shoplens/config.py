@@ -39,6 +39,8 @@ class PathsConfig:
     landing: str
     warehouse: str
     jars_dir: str
+    # The driver JVM's class-data-sharing archive (shoplens.jvm_archive); "" for none.
+    jvm_archive: str = ""
 
 
 @dataclass(frozen=True)
@@ -671,5 +673,6 @@ def _resolve_paths(cfg: Config, root: Path) -> Config:
         landing=resolve_path(paths.landing, root),
         warehouse=resolve_path(paths.warehouse, root),
         jars_dir=resolve_path(paths.jars_dir, root),
+        jvm_archive=resolve_path(paths.jvm_archive, root),
     )
     return dataclasses.replace(cfg, paths=resolved)

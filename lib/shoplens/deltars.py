@@ -36,6 +36,14 @@ def _table(location: str, version: int | None = None):
     return DeltaTable(location) if version is None else DeltaTable(location, version=version)
 
 
+def table_exists(location: str) -> bool:
+    """Whether ``location`` holds a Delta table (its log read without Spark: in a new driver, Spark's
+    ``DeltaTable.isDeltaTable`` first loads Delta's classes and the table's snapshot, seconds)."""
+    from deltalake import DeltaTable
+
+    return bool(DeltaTable.is_deltatable(location))
+
+
 def partition_columns(location: str) -> list[str]:
     return list(_table(location).metadata().partition_columns)
 

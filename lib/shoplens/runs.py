@@ -427,7 +427,8 @@ def recorded_runs(
     later dates, sorted and distinct; empty when the table does not exist yet.
     """
     location = catalog.PIPELINE_RUNS.location(cfg)
-    if not catalog.table_exists(spark, location):
+    exists = deltars.table_exists(location) if uses_deltalake(cfg, location) else catalog.table_exists(spark, location)
+    if not exists:
         return RecordedRuns(table_exists=False, attempts={}, later_dates=())
     if _record_by_deltalake(cfg, location):
         # The files of the job's partitions from run_date on, found in the log: no Spark job.

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from shoplens import jvm_archive
 from shoplens.catalog import register_tables
 from shoplens.config import Config
 
@@ -66,6 +67,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     if jars:
         conf["spark.jars"] = ",".join(jars)
     conf.update(cfg.spark.conf)
+    archive = jvm_archive.driver_options(cfg)
+    if archive:
+        conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {archive}".strip()
     return conf
 
 
