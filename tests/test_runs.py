@@ -406,3 +406,21 @@ def test_a_second_run_of_a_date_while_the_first_runs_fails_naming_it_and_the_tab
     assert not (tmp_path / "warehouse" / runs.LOCKS_DIR).exists()
     assert {p.name for p in lock_dir.iterdir()} == {f"run_date={DAY2}", "tables"}
     assert not list(lock_dir.rglob("*.lock"))
+
+
+def test_rows_written_count_the_new_rows_only_when_a_replace_rewrites_shared_files(spark, fresh_cfg):
+    """A slice that is not a whole partition (one dataset of a start date) rewrites the files it shares
+    with other slices; the commit's rows written are the slice's new rows, not the copied ones."""
+    from pyspark.sql import types as T
+
+    from shoplens.catalog import TableSpec
+    from shoplens.io import replace_slice
+
+    schema = T.StructType([T.StructField("dataset", T.StringType()), T.StructField("day", T.IntegerType()),
+                           T.StructField("v", T.IntegerType())])
+    spec = TableSpec("gold.shared_partitions", schema, ("day",), "test table")
+    rows = [("a", 1, 1), ("a", 1, 2), ("b", 1, 3), ("b", 1, 4), ("b", 1, 5)]
+    assert replace_slice(spark.createDataFrame(rows, schema).coalesce(1), spec, fresh_cfg, {"day": 1}) == 5
+    replaced = replace_slice(spark.createDataFrame([("a", 1, 9)], schema), spec, fresh_cfg, {"dataset": "a", "day": 1})
+    assert replaced == 1  # 3 rows of b were copied into a new file beside it
+    assert spark.read.format("delta").load(spec.location(fresh_cfg)).count() == 4

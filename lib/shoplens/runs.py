@@ -360,7 +360,9 @@ def _committed(spark: SparkSession, location: str, tag: str) -> tuple[int | None
     if info.get("operation") == "MERGE":
         rows = int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
     else:
-        rows = int(metrics.get("numOutputRows", 0))
+        # A replaceWhere not aligned with the partitions rewrites the files it touches: numOutputRows
+        # then counts the other rows of those files too, as numCopiedRows.
+        rows = int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0))
     return int(version), rows
 
 
