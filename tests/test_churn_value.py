@@ -84,22 +84,33 @@ def shop(users: int, days: int, seed: int) -> list:
 
 # --- gold.model_metrics ------------------------------------------------------------------------------
 
-def test_metrics_merge_on_the_full_key_and_never_erase_another_jobs_rows(spark, fresh_cfg):
+@pytest.mark.parametrize("writer", ["deltalake", "spark"])
+def test_metrics_merge_on_the_full_key_and_never_erase_another_jobs_rows(spark, fresh_cfg, writer):
+    from delta.tables import DeltaTable
+
+    fresh_cfg = dataclasses.replace(fresh_cfg, runs=dataclasses.replace(fresh_cfg.runs, record_writer=writer))
     day = D(2024, 3, 1)
 
-    def m(job, metric, value, model="m", split="test"):
-        return Metric(day, job, "landing", model, split, "p", metric, value, 10)
+    def m(job, metric, value, model="m", split="test", on=day):
+        return Metric(on, job, "landing", model, split, "p", metric, value, 10)
 
-    write_metrics(spark, fresh_cfg, [m("job_a", "auc", 0.5), m("job_a", "f1", 0.4), m("job_b", "auc", 0.9)])
+    earlier = m("job_a", "auc", 0.3, on=D(2024, 2, 29))
+    write_metrics(spark, fresh_cfg, [m("job_a", "auc", 0.5), m("job_a", "f1", 0.4), m("job_b", "auc", 0.9), earlier])
     # job_a re-runs the date with one figure changed and one new model; job_b is not mentioned.
     write_metrics(spark, fresh_cfg, [m("job_a", "auc", 0.6), m("job_a", "auc", 0.7, model="other")])
-    got = {(r[S.JOB], r[S.MODEL], r[S.METRIC]): r[S.VALUE] for r in _read(spark, catalog.MODEL_METRICS, fresh_cfg).collect()}
-    assert got == {
-        ("job_a", "m", "auc"): 0.6,
-        ("job_a", "m", "f1"): 0.4,  # kept: a MERGE only touches the keys it is given
-        ("job_a", "other", "auc"): 0.7,
-        ("job_b", "m", "auc"): 0.9,
+    got = {
+        (r[S.JOB], r[S.MODEL], r[S.METRIC], r[S.RUN_DATE]): (r[S.VALUE], r[S.N_EXAMPLES])
+        for r in _read(spark, catalog.MODEL_METRICS, fresh_cfg).collect()
     }
+    assert got == {
+        ("job_a", "m", "auc", day): (0.6, 10),
+        ("job_a", "m", "f1", day): (0.4, 10),  # kept: a MERGE only touches the keys it is given
+        ("job_a", "other", "auc", day): (0.7, 10),
+        ("job_b", "m", "auc", day): (0.9, 10),
+        ("job_a", "m", "auc", D(2024, 2, 29)): (0.3, 10),
+    }
+    last = DeltaTable.forPath(spark, catalog.MODEL_METRICS.location(fresh_cfg)).history(1).collect()[0]
+    assert last["userMetadata"].startswith("shoplens gold.model_metrics ")  # tagged like every commit
     with pytest.raises(ValueError, match="duplicate"):
         write_metrics(spark, fresh_cfg, [m("job_a", "auc", 0.1), m("job_a", "auc", 0.2)])
     with pytest.raises(ValueError, match="NaN"):

@@ -108,9 +108,12 @@ def append_once(location: str, data: pa.Table, app_id: str) -> bool:
     return True
 
 
-def replace_where(location: str, data: pa.Table, predicate: str) -> None:
-    """Replaces the rows matching ``predicate`` (SQL over partition columns: the files to remove are
-    found in the log) with ``data``, in one commit."""
+def replace_where(location: str, data: pa.Table, predicate: str, user_metadata: str | None = None) -> None:
+    """Replaces the rows matching ``predicate`` (SQL, delta-rs' dialect: on partition columns the
+    files to remove are found in the log, on others they are rewritten) with ``data``, in one commit,
+    tagged with ``user_metadata`` (Delta's commitInfo.userMetadata) when given."""
     from deltalake import write_deltalake
+    from deltalake.transaction import CommitProperties
 
-    write_deltalake(_table(location), data, mode="overwrite", predicate=predicate)
+    properties = CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
+    write_deltalake(_table(location), data, mode="overwrite", predicate=predicate, commit_properties=properties)

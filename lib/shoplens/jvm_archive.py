@@ -13,7 +13,8 @@ append, replace a slice, MERGE, DELETE, time travel, joins, windows, an ML fit) 
 it. The JVM checks the archive against its own version and class path and, with ``-Xshare:auto``,
 ignores one that does not match (a warning line) or is missing: the archive makes starts faster and
 never makes one fail. Executors on other machines are not touched. Rebuild it after changing Java or
-Spark: ``rm -f .jvm/*.jsa && make setup`` (the Makefile rebuilds it when the Spark lock file changes).
+Spark: ``rm -f .jvm/*.jsa .stamps/jvm-archive && make setup`` (the Makefile rebuilds it when the Spark
+lock file changes).
 """
 
 from __future__ import annotations

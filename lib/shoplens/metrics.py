@@ -5,6 +5,13 @@ One row per (run_date, job, dataset, model, split, protocol, metric). Jobs hand 
 rows and never touches another job's (or another model's, split's or protocol's) rows. The table is
 partitioned by ``job`` and each MERGE names its job(s) as a literal, so two jobs writing at once
 touch disjoint partitions and do not conflict in Delta's optimistic concurrency check.
+
+On a local warehouse (``runs.record_writer`` auto or deltalake, as the run record) the same upsert
+goes through delta-rs: the rows of the figures' (job, run date)s are read from the log-pruned job
+partitions, the new figures replace the rows with their key, and the (job, run date) slice is
+replaced in one commit. A handful of rows: about 50 ms, where Spark's MERGE of them cost 1 to 1.5 s
+of ten Spark jobs on a demo night. (delta-rs' own MERGE aborted the process at its exit in delta-rs
+1.6.6, so it is not used.)
 """
 
 from __future__ import annotations
@@ -74,6 +81,11 @@ def write_metrics(spark: SparkSession, cfg: Config, metrics: Iterable[Metric]) -
         # First write: an empty table with the schema, so the MERGE below is the only writing path.
         empty = spark.createDataFrame([], S.MODEL_METRICS).write.format("delta").partitionBy(*spec.partition_by)
         runs.commit(spark, spec, cfg, lambda: empty.save(location))
+    if runs.uses_deltalake(cfg, location):
+        runs.commit(spark, spec, cfg, lambda: _upsert_by_deltalake(spark, location, rows))
+        register_table(spark, spec, cfg)
+        log.info("wrote %d rows into %s", len(rows), spec.name)
+        return len(rows)
     from delta.tables import DeltaTable
 
     jobs = ", ".join(sorted({"'" + m.job.replace("'", "\\'") + "'" for m in rows}))
@@ -88,4 +100,25 @@ def write_metrics(spark: SparkSession, cfg: Config, metrics: Iterable[Metric]) -
     runs.commit(spark, spec, cfg, merge.execute)
     register_table(spark, spec, cfg)
     log.info("merged %d rows into %s", len(rows), spec.name)
+    return len(rows)
+
+
+def _upsert_by_deltalake(spark: SparkSession, location: str, rows: list[Metric]) -> int:
+    """The MERGE on the full key through delta-rs: the (job, run date) slices the figures fall in are
+    read, updated and inserted into, and replaced in one commit. Returns the rows merged."""
+    from shoplens import deltars
+
+    jobs, dates = sorted({m.job for m in rows}), sorted({m.run_date for m in rows})
+    names = [f.name for f in S.MODEL_METRICS.fields]
+    kept = deltars.read_rows(location, [(S.JOB, "in", jobs), (S.RUN_DATE, "in", dates)], names)
+    merged = {tuple(r[c] for c in KEY): tuple(r[c] for c in names) for r in kept}
+    for m in rows:
+        merged[m.key] = (*m.key, None if m.value is None else float(m.value), m.n_examples)
+    literal = {str: lambda v: "'" + v.replace("'", "''") + "'", dt.date: lambda v: f"'{v.isoformat()}'::date"}
+    predicate = (
+        f'"{S.JOB}" IN ({", ".join(literal[str](j) for j in jobs)})'
+        f' AND "{S.RUN_DATE}" IN ({", ".join(literal[dt.date](d) for d in dates)})'
+    )
+    data = deltars.arrow_rows(sorted(merged.values(), key=lambda r: tuple(map(str, r))), S.MODEL_METRICS)
+    deltars.replace_where(location, data, predicate, runs.commit_tag(spark))
     return len(rows)

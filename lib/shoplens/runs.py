@@ -294,17 +294,30 @@ def commit(spark: SparkSession, spec: TableSpec, cfg: Config, write: Callable[[]
 
     Outside a run, just calls ``write``, tagged the same way. Returns the rows the commit wrote, from
     its own log entry (0 when it is not found there: another writer committed after it unlocked).
+    A ``write`` that commits without Spark (delta-rs) tags its commit with :func:`commit_tag` and
+    returns the rows it wrote (an int): delta-rs names its metrics differently.
     """
     run = _current
     if run is None:
         tag = f"shoplens {spec.name} {uuid.uuid4().hex}"
         spark.conf.set(_USER_METADATA_CONF, tag)
         try:
-            write()
+            result = write()
         finally:
             spark.conf.unset(_USER_METADATA_CONF)
-        return _committed(spark, spec.location(cfg), tag)[1]
+        return _rows_of(result, _committed(spark, spec.location(cfg), tag)[1])
     return _commit(run, spec, cfg, write, record=True)
+
+
+def commit_tag(spark: SparkSession) -> str | None:
+    """The tag (Delta's ``userMetadata``) of the commit being made, for a write inside
+    :func:`commit` that does not go through Spark."""
+    return spark.conf.get(_USER_METADATA_CONF, None)
+
+
+def _rows_of(result: object, from_log: int) -> int:
+    """The rows a write said it wrote (an int: a write without Spark), else the log's count."""
+    return result if isinstance(result, int) and not isinstance(result, bool) else from_log
 
 
 def _commit(run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], object], record: bool) -> int:
@@ -326,15 +339,16 @@ def _commit(run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], o
         try:
             if record and run.fault(DURING_COMMIT, spec.name):
                 with _DataFileWatcher(spark, spec.name, spec.location(cfg)):
-                    write()
+                    result = write()
             else:
-                write()
+                result = write()
         finally:
             spark.conf.unset(_USER_METADATA_CONF)
         if not record:
             run.commits.append((spec.name, "record", None))
             return 0
         version, rows = _committed(spark, spec.location(cfg), tag)
+        rows = _rows_of(result, rows)
         run.record_commit(spec.name, version, rows)
         run.commits.append((spec.name, "data", rows))
         if run.fault(AFTER_COMMIT, spec.name):
