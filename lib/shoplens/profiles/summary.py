@@ -35,45 +35,44 @@ WORDS = {
 
 
 def summary_rows(spark: SparkSession, profiles: DataFrame, snapshot: dt.date, names: list[str]) -> DataFrame:
-    """Scored profiles with feature columns ``names`` (``_f_<feature>``) → gold.segment_summary rows."""
-    people = profiles.where(~F.col(S.IS_BOT))
-    overall = {
-        r[S.DATASET]: r
-        for r in people.groupBy(S.DATASET)
+    """Scored profiles with feature columns ``names`` (``_f_<feature>``) → gold.segment_summary rows.
+
+    One aggregation (GROUPING SETS) gives every statistic per (dataset, is_bot), per (dataset, is_bot,
+    segment) and per (dataset, is_bot, cluster): one pass over the profiles, one Spark action."""
+    level = "_level"  # grouping_id() over (dataset, is_bot, segment, cluster): 3 the dataset, 1 a segment, 2 a cluster
+    stats = (
+        profiles.groupingSets(
+            [[S.DATASET, S.IS_BOT], [S.DATASET, S.IS_BOT, S.RFM_SEGMENT], [S.DATASET, S.IS_BOT, S.CLUSTER]],
+            S.DATASET, S.IS_BOT, S.RFM_SEGMENT, S.CLUSTER,
+        )
         .agg(
+            F.grouping_id().alias(level),
             F.count(F.lit(1)).alias("n"),
             F.sum(S.MONETARY).alias("revenue"),
+            F.avg(S.RECENCY_DAYS).alias("recency"),
+            F.avg(S.FREQUENCY).alias("frequency"),
+            F.avg(S.MONETARY).cast("double").alias("monetary"),
             *[F.avg(n).alias(f"mean{n}") for n in names],
             *[F.stddev_pop(n).alias(f"std{n}") for n in names],
         )
-        .collect()  # one row per dataset
-    }
+        .collect()  # one row per dataset, segment or cluster (and bots): bounded by config, not by users
+    )
+    people = [r.asDict() for r in stats if r[S.IS_BOT] is False]
+    overall = {r[S.DATASET]: r for r in people if r[level] == 3}
     rows = []
-    for kind, column in ((KIND_SEGMENT, S.RFM_SEGMENT), (KIND_CLUSTER, S.CLUSTER)):
-        groups = (
-            people.where(F.col(column).isNotNull())
-            .groupBy(S.DATASET, F.col(column).cast("string").alias("_group"))
-            .agg(
-                F.count(F.lit(1)).alias("n"),
-                F.sum(S.MONETARY).alias("revenue"),
-                F.avg(S.RECENCY_DAYS).alias("recency"),
-                F.avg(S.FREQUENCY).alias("frequency"),
-                F.avg(S.MONETARY).cast("double").alias("monetary"),
-                *[F.avg(n).alias(f"mean{n}") for n in names],
-            )
-            .collect()  # one row per segment or cluster: bounded by config, not by users
-        )
-        for g in groups:
-            rows.append(_row(snapshot, kind, g, overall[g[S.DATASET]], names))
-    bots = profiles.where(F.col(S.IS_BOT)).groupBy(S.DATASET).count().collect()  # one row per dataset
+    for kind, column, at in ((KIND_SEGMENT, S.RFM_SEGMENT, 1), (KIND_CLUSTER, S.CLUSTER, 2)):
+        for g in people:
+            if g[level] == at and g[column] is not None:
+                rows.append(_row(snapshot, kind, {**g, "_group": str(g[column])}, overall[g[S.DATASET]], names))
+    bots = [r for r in stats if r[S.IS_BOT] is True and r[level] == 3]
     for b in bots:
-        everyone = (overall[b[S.DATASET]]["n"] if b[S.DATASET] in overall else 0) + b["count"]
+        everyone = (overall[b[S.DATASET]]["n"] if b[S.DATASET] in overall else 0) + b["n"]
         rows.append(
             {
                 S.SNAPSHOT_DATE: snapshot, S.DATASET: b[S.DATASET], S.KIND: KIND_BOTS, S.SEGMENT: KIND_BOTS,
-                S.USERS: b["count"], S.USER_SHARE: b["count"] / everyone, S.REVENUE: Decimal(0),
+                S.USERS: b["n"], S.USER_SHARE: b["n"] / everyone, S.REVENUE: Decimal(0),
                 S.REVENUE_SHARE: 0.0, S.AVG_RECENCY_DAYS: None, S.AVG_FREQUENCY: 0.0, S.AVG_MONETARY: 0.0,
-                S.DESCRIPTION: f"{b['count']} users flagged as bots, kept out of every statistic above",
+                S.DESCRIPTION: f"{b['n']} users flagged as bots, kept out of every statistic above",
             }
         )
     return spark.createDataFrame(rows, schema=S.SEGMENT_SUMMARY)
