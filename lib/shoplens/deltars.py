@@ -17,6 +17,7 @@ every record in Spark.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,6 +107,15 @@ def append_once(location: str, data: pa.Table, app_id: str) -> bool:
         table, data, mode="append", commit_properties=CommitProperties(app_transactions=[Transaction(app_id, 0)])
     )
     return True
+
+
+def sql_literal(value: str | dt.date | int) -> str:
+    """``value`` in delta-rs' SQL (standard quoting: '' inside a string; ``'...'::date`` for a date)."""
+    if isinstance(value, dt.date):
+        return f"'{value.isoformat()}'::date"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(int(value))
 
 
 def replace_where(location: str, data: pa.Table, predicate: str, user_metadata: str | None = None) -> None:

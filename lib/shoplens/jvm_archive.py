@@ -57,9 +57,7 @@ def build(cfg: Config, out: Path) -> None:
     conf["spark.driver.extraJavaOptions"] = (
         conf.get("spark.driver.extraJavaOptions", "") + f" -XX:ArchiveClassesAtExit={partial}"
     ).strip()
-    command = [submit.spark_submit_path(), "--master", "local[2]"]
-    for key, value in sorted(conf.items()):
-        command += ["--jars", value] if key == "spark.jars" else ["--conf", f"{key}={value}"]
+    command = [submit.spark_submit_path(), "--master", "local[2]", *submit.conf_args(conf)]
     with tempfile.TemporaryDirectory(prefix="shoplens-jvm-archive-") as folder:
         command += [__file__, _WARM_UP_FLAG, folder]
         env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable}

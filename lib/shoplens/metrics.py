@@ -114,10 +114,9 @@ def _upsert_by_deltalake(spark: SparkSession, location: str, rows: list[Metric])
     merged = {tuple(r[c] for c in KEY): tuple(r[c] for c in names) for r in kept}
     for m in rows:
         merged[m.key] = (*m.key, None if m.value is None else float(m.value), m.n_examples)
-    literal = {str: lambda v: "'" + v.replace("'", "''") + "'", dt.date: lambda v: f"'{v.isoformat()}'::date"}
     predicate = (
-        f'"{S.JOB}" IN ({", ".join(literal[str](j) for j in jobs)})'
-        f' AND "{S.RUN_DATE}" IN ({", ".join(literal[dt.date](d) for d in dates)})'
+        f'"{S.JOB}" IN ({", ".join(map(deltars.sql_literal, jobs))})'
+        f' AND "{S.RUN_DATE}" IN ({", ".join(map(deltars.sql_literal, dates))})'
     )
     data = deltars.arrow_rows(sorted(merged.values(), key=lambda r: tuple(map(str, r))), S.MODEL_METRICS)
     deltars.replace_where(location, data, predicate, runs.commit_tag(spark))

@@ -547,11 +547,10 @@ def _write_record(run: RunContext, status: str, error: str | None = None) -> Non
 
     def replace() -> None:
         if _record_by_deltalake(cfg, location):
-            # delta-rs' SQL: standard quoting ('' in a string), double-quoted identifiers.
-            job_literal = run.job.replace("'", "''")
+            # delta-rs' SQL: double-quoted identifiers.
             predicate = (
-                f"\"{S.JOB}\" = '{job_literal}' AND \"{S.RUN_DATE}\" = '{run.run_date.isoformat()}'::date"
-                f" AND \"{S.ATTEMPT}\" = {run.attempt}"
+                f"\"{S.JOB}\" = {deltars.sql_literal(run.job)} AND \"{S.RUN_DATE}\" = "
+                f"{deltars.sql_literal(run.run_date)} AND \"{S.ATTEMPT}\" = {run.attempt}"
             )
             deltars.replace_where(location, deltars.arrow_rows([row], S.PIPELINE_RUNS), predicate)
             return

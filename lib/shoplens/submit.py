@@ -96,16 +96,20 @@ def command(
     """Returns the spark-submit argv that runs ``job`` for ``run_date`` (client deploy mode), with
     ``extra`` arguments for the job after its usual ones."""
     argv = [spark_submit, "--master", spec.master, "--deploy-mode", "client", "--name", f"shoplens.{job} {run_date}"]
-    for key, value in sorted(spec.conf.items()):
-        if key in _FLAG_SETTINGS:
-            argv += [_FLAG_SETTINGS[key], value]
-        else:
-            argv += ["--conf", f"{key}={value}"]
+    argv += conf_args(spec.conf)
     if spec.py_files:
         argv += ["--py-files", ",".join(spec.py_files)]
     if spec.archives:
         argv += ["--archives", ",".join(spec.archives)]
     return argv + [spec.application(job), *spec.application_args(run_date), *extra]
+
+
+def conf_args(conf: dict[str, str]) -> list[str]:
+    """Spark settings as spark-submit arguments: their own flag where spark-submit has one."""
+    argv: list[str] = []
+    for key, value in sorted(conf.items()):
+        argv += [_FLAG_SETTINGS[key], value] if key in _FLAG_SETTINGS else ["--conf", f"{key}={value}"]
+    return argv
 
 
 def submit_env(spec: SubmitSpec) -> dict[str, str]:
