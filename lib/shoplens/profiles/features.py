@@ -23,6 +23,9 @@ def _within(days: int, snapshot: dt.date) -> F.Column:
     return F.col(S.EVENT_DATE) > F.lit(snapshot - dt.timedelta(days=days))
 
 
+COUNTS = (S.EVENTS, S.VIEWS, S.CARTS, S.FAVS, S.PURCHASES, S.RETURNS, S.REVIEWS)
+
+
 def profile_rows(activity: DataFrame, snapshot: dt.date, cfg: ProfilesConfig) -> DataFrame:
     """Daily activity up to ``snapshot`` → profile rows (RFM scores, segment, tier, cluster unset).
 
@@ -33,12 +36,15 @@ def profile_rows(activity: DataFrame, snapshot: dt.date, cfg: ProfilesConfig) ->
     keys = [S.DATASET, S.USER_ID]
     upto = activity.where(F.col(S.EVENT_DATE) <= F.lit(snapshot))
     longest = cfg.longest_window_days
-    recent = upto.where(_within(longest, snapshot))
-    history = upto.groupBy(*keys).agg(
-        F.min(S.EVENT_DATE).alias(S.FIRST_SEEN),
-        F.max(F.when(F.col(S.ORDERS) > 0, F.col(S.EVENT_DATE))).alias(S.LAST_PURCHASE),
-    )
+    # One aggregation over the whole history: first seen and last purchase over every row, the
+    # rest over the longest window (rows outside it count as null; every window is within it).
+    is_recent = _within(longest, snapshot)
+
+    def recent(column: str | F.Column) -> F.Column:
+        return F.when(is_recent, column if isinstance(column, F.Column) else F.col(column))
+
     net = F.col(S.SPEND) - F.col(S.REFUNDS)
+
     def orders_in(days: int) -> F.Column:
         return F.sum(F.when(_within(days, snapshot), F.col(S.ORDERS)).otherwise(0))
 
@@ -47,24 +53,30 @@ def profile_rows(activity: DataFrame, snapshot: dt.date, cfg: ProfilesConfig) ->
 
     orders_by_window = F.create_map(*chain_pairs((_window_label(d), orders_in(d)) for d in cfg.windows_days))
     spend_by_window = F.create_map(*chain_pairs((_window_label(d), net_spend_in(d)) for d in cfg.windows_days))
-    totals = recent.groupBy(*keys).agg(
-        F.max(S.EVENT_DATE).alias(S.LAST_SEEN),
-        F.count(F.lit(1)).alias(S.ACTIVE_DAYS),
-        orders_in(cfg.rfm_window_days).alias(S.FREQUENCY),
-        net_spend_in(cfg.rfm_window_days).alias(S.MONETARY),
-        orders_by_window.alias(S.ORDERS_BY_WINDOW),
-        spend_by_window.alias(S.SPEND_BY_WINDOW),
-        *[F.sum(c).alias(c) for c in (S.EVENTS, S.VIEWS, S.CARTS, S.FAVS, S.PURCHASES, S.RETURNS, S.REVIEWS)],
-        F.sum(S.ORDERS).alias("_orders"),
-        F.sum(S.SPEND).alias("_spend"),
-        F.sum(S.SESSIONS_COUNT).alias(S.SESSIONS_COUNT),
-        F.sum(S.SESSION_SECONDS).alias("_session_seconds"),
-        F.sum(S.PRICED_PURCHASES).alias("_priced"),
-        F.sum(S.PRICE_RATIO_SUM).alias("_ratio_sum"),
-        F.max(S.IS_BOT).alias(S.IS_BOT),
+    totals = (
+        upto.groupBy(*keys)
+        .agg(
+            F.min(S.EVENT_DATE).alias(S.FIRST_SEEN),
+            F.max(F.when(F.col(S.ORDERS) > 0, F.col(S.EVENT_DATE))).alias(S.LAST_PURCHASE),
+            F.max(S.EVENT_DATE).alias(S.LAST_SEEN),
+            F.count(recent(F.lit(1))).alias(S.ACTIVE_DAYS),
+            orders_in(cfg.rfm_window_days).alias(S.FREQUENCY),
+            net_spend_in(cfg.rfm_window_days).alias(S.MONETARY),
+            orders_by_window.alias(S.ORDERS_BY_WINDOW),
+            spend_by_window.alias(S.SPEND_BY_WINDOW),
+            *[F.sum(recent(c)).alias(c) for c in COUNTS],
+            F.sum(recent(S.ORDERS)).alias("_orders"),
+            F.sum(recent(S.SPEND)).alias("_spend"),
+            F.sum(recent(S.SESSIONS_COUNT)).alias(S.SESSIONS_COUNT),
+            F.sum(recent(S.SESSION_SECONDS)).alias("_session_seconds"),
+            F.sum(recent(S.PRICED_PURCHASES)).alias("_priced"),
+            F.sum(recent(S.PRICE_RATIO_SUM)).alias("_ratio_sum"),
+            F.max(recent(S.IS_BOT)).alias(S.IS_BOT),
+        )
+        .where(F.col(S.ACTIVE_DAYS) > 0)
     )
-    affinities = _category_affinities(recent, snapshot, cfg)
-    profiles = totals.join(history, keys).join(affinities, keys, "left")
+    affinities = _category_affinities(upto.where(is_recent), snapshot, cfg)
+    profiles = totals.join(affinities, keys, "left")
     return profiles.select(
         F.lit(snapshot).alias(S.SNAPSHOT_DATE),
         *keys,
@@ -78,7 +90,7 @@ def profile_rows(activity: DataFrame, snapshot: dt.date, cfg: ProfilesConfig) ->
         S.MONETARY,
         S.ORDERS_BY_WINDOW,
         S.SPEND_BY_WINDOW,
-        S.EVENTS, S.VIEWS, S.CARTS, S.FAVS, S.PURCHASES, S.RETURNS, S.REVIEWS,
+        *COUNTS,
         F.try_divide(F.col(S.CARTS), F.col(S.VIEWS)).cast("double").alias(S.VIEW_TO_CART),
         F.try_divide(F.col(S.PURCHASES), F.col(S.CARTS)).cast("double").alias(S.CART_TO_PURCHASE),
         S.SESSIONS_COUNT,
