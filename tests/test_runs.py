@@ -424,3 +424,54 @@ def test_rows_written_count_the_new_rows_only_when_a_replace_rewrites_shared_fil
     replaced = replace_slice(spark.createDataFrame([("a", 1, 9)], schema), spec, fresh_cfg, {"dataset": "a", "day": 1})
     assert replaced == 1  # 3 rows of b were copied into a new file beside it
     assert spark.read.format("delta").load(spec.location(fresh_cfg)).count() == 4
+
+
+@pytest.mark.parametrize("writer", ["deltalake", "spark"])
+def test_a_slice_the_driver_holds_is_replaced_alike_by_delta_rs_and_spark(spark, fresh_cfg, writer):
+    """io.replace_rows: the first write makes the table (Spark); later ones replace exactly their slice,
+    through delta-rs on a local warehouse (no Spark job) or Spark, with the same rows, types and tag."""
+    import dataclasses
+    from decimal import Decimal
+
+    from delta.tables import DeltaTable
+    from pyspark.sql import types as T
+
+    from shoplens.catalog import TableSpec
+    from shoplens.io import replace_rows
+
+    cfg = dataclasses.replace(fresh_cfg, runs=dataclasses.replace(fresh_cfg.runs, record_writer=writer))
+    schema = T.StructType([
+        T.StructField("day", T.DateType()), T.StructField("dataset", T.StringType()),
+        T.StructField("ok", T.BooleanType()), T.StructField("money", T.DecimalType(18, 2)),
+        T.StructField("at", T.TimestampType()), T.StructField("versions", T.MapType(T.StringType(), T.LongType())),
+    ])
+    spec = TableSpec("gold.driver_slices", schema, ("day",), "test table")
+    d1, d2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    at = dt.datetime(2024, 3, 2, 23, 59, 1, tzinfo=dt.UTC)
+
+    def row(day, dataset, money):
+        return {"day": day, "dataset": dataset, "ok": True, "money": Decimal(money), "at": at, "versions": {"t": 3}}
+
+    assert replace_rows(spark, [row(d1, "a", "1.50"), row(d1, "b", "2.00"), row(d2, "a", "3.00")], spec, cfg,
+                        {"day": (d1, d2)}) == 3
+    group = f"replace_rows {writer}"
+    spark.sparkContext.setJobGroup(group, group)
+    # One dataset of one day: the other dataset's row of that day and the other day are kept.
+    assert replace_rows(spark, [row(d1, "a", "9.99"), row(d1, "a", "0.01")], spec, cfg, {"day": d1, "dataset": "a"}) == 2
+    assert replace_rows(spark, [(d2, "a", False, Decimal("4.00"), at, {"t": 4})], spec, cfg, {"day": d2}) == 1
+    spark_jobs = len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+    spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    assert (spark_jobs == 0) == (writer == "deltalake")
+    got = sorted(
+        (r["day"], r["dataset"], r["ok"], r["money"], r["at"], r["versions"])
+        for r in spark.read.format("delta").load(spec.location(cfg)).collect()
+    )
+    naive = at.replace(tzinfo=None)  # Spark returns session-time (UTC) timestamps without a zone
+    assert got == [
+        (d1, "a", True, Decimal("0.01"), naive, {"t": 3}),
+        (d1, "a", True, Decimal("9.99"), naive, {"t": 3}),
+        (d1, "b", True, Decimal("2.00"), naive, {"t": 3}),
+        (d2, "a", False, Decimal("4.00"), naive, {"t": 4}),
+    ]
+    last = DeltaTable.forPath(spark, spec.location(cfg)).history(1).collect()[0]
+    assert last["userMetadata"].startswith("shoplens gold.driver_slices ")

@@ -216,7 +216,7 @@ PUBLISHED_RUNS = TableSpec(
     "gold.published_runs",
     S.PUBLISHED_RUNS,
     (),
-    "one row per published run date: every table's Delta version and rows for the date; MERGEd by publish",
+    "one row per published run date: every table's Delta version and rows for the date; replaced per date by publish",
 )
 
 TABLES: tuple[TableSpec, ...] = (

@@ -109,8 +109,10 @@ def append_once(location: str, data: pa.Table, app_id: str) -> bool:
     return True
 
 
-def sql_literal(value: str | dt.date | int) -> str:
+def sql_literal(value: str | dt.date | int | bool) -> str:
     """``value`` in delta-rs' SQL (standard quoting: '' inside a string; ``'...'::date`` for a date)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, dt.date):
         return f"'{value.isoformat()}'::date"
     if isinstance(value, str):
@@ -118,12 +120,24 @@ def sql_literal(value: str | dt.date | int) -> str:
     return str(int(value))
 
 
-def replace_where(location: str, data: pa.Table, predicate: str, user_metadata: str | None = None) -> None:
+def condition(column: str, value: object) -> str:
+    """``"column" = value``, or ``value[0] <= "column" <= value[1]`` for a pair, in delta-rs' SQL."""
+    if isinstance(value, tuple):
+        low, high = value
+        return f'"{column}" >= {sql_literal(low)} AND "{column}" <= {sql_literal(high)}'
+    return f'"{column}" = {sql_literal(value)}'
+
+
+def replace_where(location: str, data: pa.Table, predicate: str, user_metadata: str | None = None) -> int:
     """Replaces the rows matching ``predicate`` (SQL, delta-rs' dialect: on partition columns the
     files to remove are found in the log, on others they are rewritten) with ``data``, in one commit,
-    tagged with ``user_metadata`` (Delta's commitInfo.userMetadata) when given."""
+    tagged with ``user_metadata`` (Delta's commitInfo.userMetadata) when given. Returns the table's
+    version after it: the commit's own under the table's commit lock."""
     from deltalake import write_deltalake
     from deltalake.transaction import CommitProperties
 
     properties = CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
-    write_deltalake(_table(location), data, mode="overwrite", predicate=predicate, commit_properties=properties)
+    table = _table(location)
+    write_deltalake(table, data, mode="overwrite", predicate=predicate, commit_properties=properties)
+    table.update_incremental()
+    return int(table.version())

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -163,6 +163,41 @@ def _condition(column: str, value: object) -> str:
         low, high = value
         return f"`{column}` >= {_sql_literal(low)} AND `{column}` <= {_sql_literal(high)}"
     return f"`{column}` = {_sql_literal(value)}"
+
+
+def replace_rows(
+    spark: SparkSession,
+    rows: Sequence[Mapping[str, object] | Sequence[object]],
+    spec: TableSpec,
+    cfg: Config,
+    where: Mapping[str, object],
+) -> int:
+    """:func:`replace_slice` for a slice the driver already holds: a handful of rows bounded by
+    config (a summary per segment, the results of a quality suite, a run's publication), given as
+    mappings by column name or tuples in ``spec.schema``'s column order.
+
+    On a warehouse where delta-rs writes (``runs.uses_deltalake``), an existing table's slice is
+    replaced by delta-rs in one tagged commit of the run, with no Spark job (a Spark write of a few
+    rows costs a second or two of snapshot and write jobs on a small night); elsewhere, and for the
+    table's first write, by Spark. Returns the rows written."""
+    from shoplens import deltars
+
+    rows = [tuple(r[f.name] for f in spec.schema.fields) if isinstance(r, Mapping) else tuple(r) for r in rows]
+    location = spec.location(cfg)
+    if not (runs.uses_deltalake(cfg, location) and deltars.table_exists(location)):
+        return replace_slice(spark.createDataFrame(list(rows), spec.schema), spec, cfg, where)
+
+    data = deltars.arrow_rows(rows, spec.schema)
+    predicate = " AND ".join(deltars.condition(column, value) for column, value in where.items())
+
+    def write() -> runs.Written:
+        version = deltars.replace_where(location, data, predicate, runs.commit_tag(spark))  # runs.commit's tag
+        return runs.Written(version, len(rows))
+
+    written = runs.commit(spark, spec, cfg, write)
+    register_table(spark, spec, cfg)
+    log.info("wrote %d rows to %s where %s (delta-rs)", written, spec.name, predicate)
+    return written
 
 
 class TableNotFound(FileNotFoundError):

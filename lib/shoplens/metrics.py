@@ -103,7 +103,7 @@ def write_metrics(spark: SparkSession, cfg: Config, metrics: Iterable[Metric]) -
     return len(rows)
 
 
-def _upsert_by_deltalake(spark: SparkSession, location: str, rows: list[Metric]) -> int:
+def _upsert_by_deltalake(spark: SparkSession, location: str, rows: list[Metric]) -> runs.Written:
     """The MERGE on the full key through delta-rs: the (job, run date) slices the figures fall in are
     read, updated and inserted into, and replaced in one commit. Returns the rows merged."""
     from shoplens import deltars
@@ -119,5 +119,4 @@ def _upsert_by_deltalake(spark: SparkSession, location: str, rows: list[Metric])
         f' AND "{S.RUN_DATE}" IN ({", ".join(map(deltars.sql_literal, dates))})'
     )
     data = deltars.arrow_rows(sorted(merged.values(), key=lambda r: tuple(map(str, r))), S.MODEL_METRICS)
-    deltars.replace_where(location, data, predicate, runs.commit_tag(spark))
-    return len(rows)
+    return runs.Written(deltars.replace_where(location, data, predicate, runs.commit_tag(spark)), len(rows))

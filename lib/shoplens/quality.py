@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 
 from shoplens import runs
 from shoplens import schemas as S
@@ -115,6 +115,3 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def report_frame(spark: SparkSession, report: QualityReport) -> DataFrame:
-    """Returns the report as rows of ``ops.quality_results`` (one per expectation: a handful)."""
-    return spark.createDataFrame(list(report.rows), schema=S.QUALITY_RESULTS)

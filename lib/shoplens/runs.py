@@ -295,7 +295,8 @@ def commit(spark: SparkSession, spec: TableSpec, cfg: Config, write: Callable[[]
     Outside a run, just calls ``write``, tagged the same way. Returns the rows the commit wrote, from
     its own log entry (0 when it is not found there: another writer committed after it unlocked).
     A ``write`` that commits without Spark (delta-rs) tags its commit with :func:`commit_tag` and
-    returns the rows it wrote (an int): delta-rs names its metrics differently.
+    returns what it committed (:class:`Written`): delta-rs names its metrics differently, and Spark
+    reading back a log entry it did not write costs a Spark job (no checksum file beside it).
     """
     run = _current
     if run is None:
@@ -305,7 +306,9 @@ def commit(spark: SparkSession, spec: TableSpec, cfg: Config, write: Callable[[]
             result = write()
         finally:
             spark.conf.unset(_USER_METADATA_CONF)
-        return _rows_of(result, _committed(spark, spec.location(cfg), tag)[1])
+        if isinstance(result, Written):
+            return result.rows
+        return _committed(spark, spec.location(cfg), tag)[1]
     return _commit(run, spec, cfg, write, record=True)
 
 
@@ -315,9 +318,12 @@ def commit_tag(spark: SparkSession) -> str | None:
     return spark.conf.get(_USER_METADATA_CONF, None)
 
 
-def _rows_of(result: object, from_log: int) -> int:
-    """The rows a write said it wrote (an int: a write without Spark), else the log's count."""
-    return result if isinstance(result, int) and not isinstance(result, bool) else from_log
+@dataclass(frozen=True)
+class Written:
+    """A commit made without Spark, as its writer saw it: the table version it made, its rows."""
+
+    version: int
+    rows: int
 
 
 def _commit(run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], object], record: bool) -> int:
@@ -347,8 +353,9 @@ def _commit(run: RunContext, spec: TableSpec, cfg: Config, write: Callable[[], o
         if not record:
             run.commits.append((spec.name, "record", None))
             return 0
-        version, rows = _committed(spark, spec.location(cfg), tag)
-        rows = _rows_of(result, rows)
+        version, rows = (
+            (result.version, result.rows) if isinstance(result, Written) else _committed(spark, spec.location(cfg), tag)
+        )
         run.record_commit(spec.name, version, rows)
         run.commits.append((spec.name, "data", rows))
         if run.fault(AFTER_COMMIT, spec.name):

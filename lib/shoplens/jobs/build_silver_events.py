@@ -35,7 +35,7 @@ from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest import rules, silver
 from shoplens.ingest.pseudonymise import load_key
-from shoplens.io import read_table, replace_slice
+from shoplens.io import read_table, replace_rows, replace_slice
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,9 @@ def commit_silver(
                 rules.silver_expectations(target.window_start, target.window_end, cfg.quality.min_valid_share),
                 target.run_date,
             )
-            replace_slice(
-                quality.report_frame(spark, report),
+            replace_rows(
+                spark,
+                list(report.rows),
                 catalog.QUALITY_RESULTS,
                 cfg,
                 {S.RUN_DATE: target.run_date, S.TABLE_NAME: target.quality_table},

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_slice
+from shoplens.io import read_table, replace_rows, replace_slice
 from shoplens.profiles import clusters, features, rfm, summary
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
         ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             users = replace_slice(profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date})
-            replace_slice(
-                summary.summary_rows(spark, profiles, run_date, names),
+            replace_rows(
+                spark,
+                summary.summary_rows(profiles, run_date, names),
                 catalog.SEGMENT_SUMMARY,
                 cfg,
                 {S.SNAPSHOT_DATE: run_date},
@@ -111,8 +112,9 @@ def _model_for(
     fitted = clusters.fit(train, names, settings)
     path = model_location(cfg, dataset, snapshot)
     fitted.model.write().overwrite().save(path)
-    replace_slice(
-        spark.createDataFrame([clusters.model_row(dataset, snapshot, fitted, path, names)], schema=S.CLUSTER_MODELS),
+    replace_rows(
+        spark,
+        [clusters.model_row(dataset, snapshot, fitted, path, names)],
         catalog.CLUSTER_MODELS,
         cfg,
         {S.DATASET: dataset, S.FIT_DATE: snapshot},

@@ -28,7 +28,7 @@ from shoplens import catalog, cli, quality, runs
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.ingest.landing import STAGE_LANDING, bronze_events, rejected_lines, with_parse_result
-from shoplens.io import read_landing_lines, read_landing_range, replace_slice
+from shoplens.io import read_landing_lines, read_landing_range, replace_rows, replace_slice
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, since: dt.date | No
         summary = _summary(run_date, [(run_date, reason, n) for _, reason, n in counts])
         staged = bronze_events(parsed, line_date)
         report = quality.validate(staged, catalog.BRONZE_EVENTS.name, bronze_expectations(cfg), run_date)
-        replace_slice(
-            quality.report_frame(spark, report),
+        replace_rows(
+            spark,
+            list(report.rows),
             catalog.QUALITY_RESULTS,
             cfg,
             {S.RUN_DATE: run_date, S.TABLE_NAME: catalog.BRONZE_EVENTS.name},

@@ -30,9 +30,9 @@ from pyspark.sql import functions as F
 
 from shoplens import catalog, cli, deltars, runs, shards
 from shoplens import schemas as S
-from shoplens.catalog import TableSpec, register_table
+from shoplens.catalog import TableSpec
 from shoplens.config import Config
-from shoplens.io import read_table
+from shoplens.io import read_table, replace_rows
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict[str, Any]:
         S.RUN_DATE_ROWS: rows,
         S.JOB_ATTEMPTS: {job: attempt for job, (attempt, _) in outcomes.items()},
     }
-    _merge(spark, cfg, published)
+    # One row per run date: replacing the date's slice is the upsert (no MERGE).
+    replace_rows(spark, [published], catalog.PUBLISHED_RUNS, cfg, {S.RUN_DATE: run_date})
     log.info("published %s: %d tables, rows for the date %s", run_date, len(versions), rows)
     return published
 
@@ -124,25 +125,6 @@ def _rows_from_log(cfg: Config, location: str, version: int, column: str, run_da
     except Exception as err:  # noqa: BLE001 - the Spark count is the answer then
         log.warning("rows of %s for %s not read from its log (%s): counted with Spark", location, run_date, err)
         return None
-
-
-def _merge(spark: SparkSession, cfg: Config, published: dict[str, Any]) -> None:
-    from delta.tables import DeltaTable
-
-    spec = catalog.PUBLISHED_RUNS
-    location = spec.location(cfg)
-    source = spark.createDataFrame([tuple(published[f.name] for f in S.PUBLISHED_RUNS.fields)], S.PUBLISHED_RUNS)
-    if not catalog.table_exists(spark, location):
-        empty = spark.createDataFrame([], S.PUBLISHED_RUNS).write.format("delta")
-        runs.commit(spark, spec, cfg, lambda: empty.save(location))
-    merge = (
-        DeltaTable.forPath(spark, location).alias("t")
-        .merge(source.alias("s"), f"t.`{S.RUN_DATE}` = s.`{S.RUN_DATE}`")
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-    )
-    runs.commit(spark, spec, cfg, merge.execute)
-    register_table(spark, spec, cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from shoplens import schemas as S
@@ -34,8 +34,9 @@ WORDS = {
 }
 
 
-def summary_rows(spark: SparkSession, profiles: DataFrame, snapshot: dt.date, names: list[str]) -> DataFrame:
-    """Scored profiles with feature columns ``names`` (``_f_<feature>``) → gold.segment_summary rows.
+def summary_rows(profiles: DataFrame, snapshot: dt.date, names: list[str]) -> list[dict]:
+    """Scored profiles with feature columns ``names`` (``_f_<feature>``) → gold.segment_summary rows
+    (a handful: one per dataset and segment or cluster, and the bots).
 
     One aggregation (GROUPING SETS) gives every statistic per (dataset, is_bot), per (dataset, is_bot,
     segment) and per (dataset, is_bot, cluster): one pass over the profiles, one Spark action."""
@@ -75,7 +76,7 @@ def summary_rows(spark: SparkSession, profiles: DataFrame, snapshot: dt.date, na
                 S.DESCRIPTION: f"{b['n']} users flagged as bots, kept out of every statistic above",
             }
         )
-    return spark.createDataFrame(rows, schema=S.SEGMENT_SUMMARY)
+    return rows
 
 
 def _row(snapshot: dt.date, kind: str, g, overall, names: list[str]) -> dict:
