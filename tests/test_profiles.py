@@ -150,3 +150,35 @@ def test_nightly_rollup_equals_computing_from_silver_directly(spark, fresh_cfg, 
     assert all(2 <= m[S.K] <= 3 for m in models)
     clustered = stored_profiles.where(F.col(S.CLUSTER).isNotNull()).count()
     assert clustered == stored_profiles.count()
+
+
+def test_the_nearest_recorded_centre_is_the_pipelines_own_prediction(spark, fresh_cfg):
+    """clusters.assign (column expressions over the registry's numbers) gives every row the cluster
+    the saved pipeline's transform gives it, a feature without spread included, and the numbers
+    survive the registry row's JSON."""
+    import json
+    import random
+
+    from shoplens.profiles import clusters
+
+    names = ["_f_a", "_f_b", "_f_flat"]
+    rng = random.Random(7)
+    centres = [(0.0, 0.0), (5.0, 1.0), (1.0, 6.0)]
+    rows = [
+        (i, cx + rng.gauss(0, 1.2), cy + rng.gauss(0, 1.2), 3.0)
+        for i, (cx, cy) in enumerate(centres[j % 3] for j in range(300))
+    ]
+    df = spark.createDataFrame(rows, ["id", *names])
+    settings = dataclasses.replace(fresh_cfg.profiles.clusters, k_min=3, k_max=3)
+    fitted = clusters.fit(df, names, settings)
+    row = clusters.model_row("landing", D(2024, 3, 1), fitted, "/nowhere", names)
+    recorded = clusters.Centres.from_details(row[S.DETAILS])
+    assert recorded == fitted.centres and len(recorded.centres) == 3
+    assert json.loads(row[S.DETAILS])["features"] == names
+    by_numbers = clusters.assign(recorded, df, names).select("id", F.col(S.CLUSTER).alias("mine"))
+    by_pipeline = clusters.assign_by_pipeline(fitted.model, df).select("id", F.col(S.CLUSTER).alias("theirs"))
+    both = by_numbers.join(by_pipeline, "id")
+    assert both.count() == 300
+    assert both.where(F.col("mine") != F.col("theirs")).count() == 0
+    assert both.select("mine").distinct().count() == 3
+    assert clusters.Centres.from_details(json.dumps({"features": names})) is None  # an older row: load the pipeline

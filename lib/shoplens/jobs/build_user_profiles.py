@@ -22,7 +22,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli
+from shoplens import catalog, cli, deltars, runs
 from shoplens import schemas as S
 from shoplens.config import Config
 from shoplens.io import read_table, replace_rows, replace_slice
@@ -62,7 +62,12 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
             rows = scored.where(F.col(S.DATASET) == dataset)
             model, how = _model_for(spark, cfg, dataset, run_date, rows, names)
             models[dataset] = how
-            parts.append(clusters.assign(model, rows) if model else rows.withColumn(S.CLUSTER, F.lit(None)))
+            if isinstance(model, clusters.Centres):
+                parts.append(clusters.assign(model, rows, names))
+            elif model is not None:
+                parts.append(clusters.assign_by_pipeline(model, rows))
+            else:
+                parts.append(rows.withColumn(S.CLUSTER, F.lit(None)))
         profiles = (
             reduce(DataFrame.unionByName, parts)
             if parts
@@ -87,22 +92,16 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
 
 def _model_for(
     spark: SparkSession, cfg: Config, dataset: str, snapshot: dt.date, rows: DataFrame, names: list[str]
-) -> tuple[PipelineModel | None, str]:
-    """The dataset's clustering pipeline for ``snapshot``: reused if fitted within the refit period
-    before it, else fitted now (None when there are too few non-bot users to cluster)."""
+) -> tuple[clusters.Centres | PipelineModel | None, str]:
+    """The dataset's clustering for ``snapshot``: reused if fitted within the refit period before it,
+    else fitted now (None when there are too few non-bot users to cluster). A reused fit is its
+    recorded numbers, or its saved pipeline for a registry row written before them."""
     settings = cfg.profiles.clusters
-    registry = catalog.CLUSTER_MODELS.location(cfg)
-    if catalog.table_exists(spark, registry):
-        latest = (
-            read_table(spark, registry)
-            .where((F.col(S.DATASET) == dataset) & (F.col(S.FIT_DATE) <= F.lit(snapshot)))
-            .orderBy(F.desc(S.FIT_DATE))
-            .limit(1)
-            .collect()
-        )
-        if latest and (snapshot - latest[0][S.FIT_DATE]).days < settings.refit_every_days:
-            fitted_on = latest[0][S.FIT_DATE]
-            return PipelineModel.load(latest[0][S.MODEL_PATH]), f"reused fit of {fitted_on}"
+    latest = _latest_fit(spark, cfg, dataset, snapshot)
+    if latest and (snapshot - latest[S.FIT_DATE]).days < settings.refit_every_days:
+        how = f"reused fit of {latest[S.FIT_DATE]}"
+        centres = clusters.Centres.from_details(latest[S.DETAILS])
+        return (centres if centres is not None else PipelineModel.load(latest[S.MODEL_PATH])), how
     train = rows.where(~F.col(S.IS_BOT))
     users = train.count()
     if users < settings.min_users:
@@ -119,7 +118,31 @@ def _model_for(
         cfg,
         {S.DATASET: dataset, S.FIT_DATE: snapshot},
     )
-    return fitted.model, f"fitted k={fitted.k} silhouette={fitted.silhouette:.3f}"
+    return fitted.centres, f"fitted k={fitted.k} silhouette={fitted.silhouette:.3f}"
+
+
+def _latest_fit(spark: SparkSession, cfg: Config, dataset: str, snapshot: dt.date) -> dict | None:
+    """The dataset's registry row with the latest fit date up to ``snapshot`` (a handful of rows per
+    dataset: read by delta-rs where it reads, else by Spark); None without one."""
+    registry = catalog.CLUSTER_MODELS.location(cfg)
+    columns = [S.FIT_DATE, S.MODEL_PATH, S.DETAILS]
+    if runs.uses_deltalake(cfg, registry):
+        if not deltars.table_exists(registry):
+            return None
+        found = deltars.read_rows(registry, [(S.DATASET, "=", dataset)], columns)
+        found = [r for r in found if r[S.FIT_DATE] <= snapshot]
+        return max(found, key=lambda r: r[S.FIT_DATE]) if found else None
+    if not catalog.table_exists(spark, registry):
+        return None
+    latest = (
+        read_table(spark, registry)
+        .where((F.col(S.DATASET) == dataset) & (F.col(S.FIT_DATE) <= F.lit(snapshot)))
+        .orderBy(F.desc(S.FIT_DATE))
+        .limit(1)
+        .select(*columns)
+        .collect()
+    )
+    return latest[0].asDict() if latest else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

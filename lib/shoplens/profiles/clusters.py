@@ -5,6 +5,13 @@ with k chosen by silhouette in ``[k_min, k_max]``, saved under ``<warehouse>/mod
 and recorded in ``gold.cluster_models``; snapshots within ``refit_every_days`` of the fit reuse it,
 so cluster numbers keep their meaning between refits. Every profile (bots too) gets the cluster of
 its features; bots never shape the fit nor the summary's statistics.
+
+The registry row also holds the fitted numbers themselves (the scaler's means and deviations and
+the centres, a few dozen doubles): a profile's cluster is the nearest centre to its standardised
+features, computed with column expressions from those numbers (:class:`Centres`), the way the
+pipeline's own transform computes it. A night that reuses a fit reads one row instead of loading a
+saved pipeline (a dozen small Spark jobs); the saved pipeline stays, for Spark ML users and for
+registry rows written before the numbers were.
 """
 
 from __future__ import annotations
@@ -58,12 +65,64 @@ def feature_names(longest_window_days: int) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Centres:
+    """A fitted pipeline's numbers: feature means and standard deviations (StandardScaler), and the
+    KMeans centres in the standardised space, one list per cluster (its index is the cluster)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    centres: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def of(cls, model: PipelineModel) -> Centres:
+        scaler, kmeans = model.stages[1], model.stages[-1]
+        return cls(
+            tuple(float(v) for v in scaler.mean.toArray()),
+            tuple(float(v) for v in scaler.std.toArray()),
+            tuple(tuple(float(v) for v in c) for c in kmeans.clusterCenters()),
+        )
+
+    @classmethod
+    def from_details(cls, details: str | None) -> Centres | None:
+        """The numbers recorded in a registry row's ``details`` (None for rows written before them)."""
+        found = json.loads(details or "{}").get("centres")
+        if not found:
+            return None
+        return cls(tuple(found["mean"]), tuple(found["std"]), tuple(tuple(c) for c in found["centres"]))
+
+    def as_details(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "centres": [list(c) for c in self.centres]}
+
+    def nearest(self, names: list[str]) -> F.Column:
+        """The index of the centre nearest to the standardised features ``names`` (squared Euclidean
+        distance; the lower index on a tie, as KMeans' own prediction). A feature without spread
+        standardises to 0, as StandardScaler does."""
+        scaled = [
+            (F.col(n) - F.lit(m)) * F.lit(1.0 / s if s != 0 else 0.0)
+            for n, m, s in zip(names, self.mean, self.std, strict=True)
+        ]
+
+        def squared_distance(centre: tuple[float, ...]) -> F.Column:
+            return sum(((x - F.lit(c)) * (x - F.lit(c)) for x, c in zip(scaled, centre, strict=True)), F.lit(0.0))
+
+        distances = [
+            F.struct(squared_distance(centre).alias("d"), F.lit(i).alias("i")) for i, centre in enumerate(self.centres)
+        ]
+        closest = F.least(*distances) if len(distances) > 1 else distances[0]
+        return closest.getField("i")
+
+
+@dataclass(frozen=True)
 class FittedClusters:
     model: PipelineModel
     k: int
     silhouette: float
     users: int
     trials: dict[int, float]
+
+    @property
+    def centres(self) -> Centres:
+        return Centres.of(self.model)
 
 
 def fit(train: DataFrame, names: list[str], cfg: ClustersConfig) -> FittedClusters:
@@ -100,8 +159,13 @@ def fit(train: DataFrame, names: list[str], cfg: ClustersConfig) -> FittedCluste
         train.unpersist()
 
 
-def assign(model: PipelineModel, profiles: DataFrame) -> DataFrame:
-    """Adds ``cluster`` (the model's prediction) to profiles that carry the feature columns."""
+def assign(centres: Centres, profiles: DataFrame, names: list[str]) -> DataFrame:
+    """Adds ``cluster`` (the nearest centre) to profiles that carry the feature columns ``names``."""
+    return profiles.withColumn(S.CLUSTER, centres.nearest(names).cast("int"))
+
+
+def assign_by_pipeline(model: PipelineModel, profiles: DataFrame) -> DataFrame:
+    """:func:`assign` through a saved pipeline's own transform (registry rows without the numbers)."""
     return model.transform(profiles).withColumn(S.CLUSTER, F.col(_PREDICTION).cast("int")).drop(
         FEATURES, _SCALED, _PREDICTION
     )
@@ -115,5 +179,8 @@ def model_row(dataset: str, fit_date: dt.date, fitted: FittedClusters, path: str
         S.SILHOUETTE: float(fitted.silhouette),
         S.USERS: fitted.users,
         S.MODEL_PATH: path,
-        S.DETAILS: json.dumps({"silhouette_by_k": fitted.trials, "features": names}, sort_keys=True),
+        S.DETAILS: json.dumps(
+            {"silhouette_by_k": fitted.trials, "features": names, "centres": fitted.centres.as_details()},
+            sort_keys=True,
+        ),
     }
