@@ -105,7 +105,8 @@ def write_metrics(spark: SparkSession, cfg: Config, metrics: Iterable[Metric]) -
 
 def _upsert_by_deltalake(spark: SparkSession, location: str, rows: list[Metric]) -> runs.Written:
     """The MERGE on the full key through delta-rs: the (job, run date) slices the figures fall in are
-    read, updated and inserted into, and replaced in one commit. Returns the rows merged."""
+    read, updated and inserted into, and replaced in one commit. Returns the commit: its version and
+    the rows merged."""
     from shoplens import deltars
 
     jobs, dates = sorted({m.job for m in rows}), sorted({m.run_date for m in rows})

@@ -113,5 +113,3 @@ def _result_row(result: Any, table_name: str, suite: str, run_date: dt.date) -> 
 
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
-
-

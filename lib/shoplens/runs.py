@@ -554,11 +554,8 @@ def _write_record(run: RunContext, status: str, error: str | None = None) -> Non
 
     def replace() -> None:
         if _record_by_deltalake(cfg, location):
-            # delta-rs' SQL: double-quoted identifiers.
-            predicate = (
-                f"\"{S.JOB}\" = {deltars.sql_literal(run.job)} AND \"{S.RUN_DATE}\" = "
-                f"{deltars.sql_literal(run.run_date)} AND \"{S.ATTEMPT}\" = {run.attempt}"
-            )
+            key = {S.JOB: run.job, S.RUN_DATE: run.run_date, S.ATTEMPT: run.attempt}
+            predicate = " AND ".join(deltars.condition(column, value) for column, value in key.items())
             deltars.replace_where(location, deltars.arrow_rows([row], S.PIPELINE_RUNS), predicate)
             return
         job = run.job.replace("\\", "\\\\").replace("'", "\\'")

@@ -129,8 +129,7 @@ def _latest_fit(spark: SparkSession, cfg: Config, dataset: str, snapshot: dt.dat
     if runs.uses_deltalake(cfg, registry):
         if not deltars.table_exists(registry):
             return None
-        found = deltars.read_rows(registry, [(S.DATASET, "=", dataset)], columns)
-        found = [r for r in found if r[S.FIT_DATE] <= snapshot]
+        found = deltars.read_rows(registry, [(S.DATASET, "=", dataset), (S.FIT_DATE, "<=", snapshot)], columns)
         return max(found, key=lambda r: r[S.FIT_DATE]) if found else None
     if not catalog.table_exists(spark, registry):
         return None
