@@ -246,8 +246,8 @@ def test_trials_metrics_and_similar_items(spark, built):
 
 
 def test_als_retunes_only_when_the_data_calls_for_it(spark, built):
-    """The first night tunes; the next reuses its best without writing trials or validation figures
-    (one more job run on the built warehouse, which the tests above filter out by run date); a night
+    """The first night tunes; the next reuses its best without writing trials, validation or test
+    figures (one more job run on the built warehouse, which the tests above filter out by run date); a night
     retune_every_days (7, conf/base.yaml) later, or any night with 0, decides from the same table to
     tune again (the tuning itself is the first night's; test_retune_policy has every reason)."""
     cfg, _, first = built
@@ -265,13 +265,14 @@ def test_als_retunes_only_when_the_data_calls_for_it(spark, built):
     next_night = RUN + dt.timedelta(days=1)
     reused = build_recommendations.run(spark, cfg, next_night)[S.DATASET_LANDING]
     assert not reused["is_retuned"] and reused["tuning"].startswith(f"reused {RUN}: 1 d old")
-    assert reused["best"] == first[S.DATASET_LANDING]["best"] and reused["test"]
+    # The reused parameters were evaluated and gated on the tuning night: no test evaluation tonight.
+    assert reused["best"] == first[S.DATASET_LANDING]["best"] and reused["test"] == {}
     assert nights(catalog.ALS_TRIALS) == [RUN]
     metric_nights = {
         split: nights(catalog.MODEL_METRICS, job=build_recommendations.JOB, split=split)
         for split in ("validation", "test")
     }
-    assert metric_nights == {"validation": [RUN], "test": [RUN, next_night]}
+    assert metric_nights == {"validation": [RUN], "test": [RUN]}
     written = _read(spark, catalog.RECOMMENDATIONS, cfg).where(F.col(S.RUN_DATE) == next_night).count()
     assert written == reused["recommendations"] > 0
 
@@ -302,10 +303,14 @@ def test_retune_policy(fresh_cfg):
     def choose(run_date=None, tuning=last, n=100, c=cfg):
         return build_recommendations._choose(c, run_date or D(2024, 1, 9), tuning, n)
 
-    reuse = build_recommendations._Choice(points[1], "reused 2024-01-03: 6 d old, 150 validation users against 100")
+    reuse = build_recommendations._Choice(
+        points[1], "reused 2024-01-03: 6 d old, 150 validation users against 100", reused=True
+    )
     assert choose(n=150) == reuse
     assert choose(n=50).params == points[1]
-    assert choose(n=0) == build_recommendations._Choice(points[1], "reused 2024-01-03: no validation rows tonight")
+    assert choose(n=0) == build_recommendations._Choice(
+        points[1], "reused 2024-01-03: no validation rows tonight", reused=True
+    )
     retunes = {
         "retuned: no earlier tuning": choose(tuning=None),
         "retuned: als.grid changed since the tuning of 2024-01-03": choose(
@@ -326,6 +331,11 @@ def test_retune_policy(fresh_cfg):
     assert {note: (c.params, c.note) for note, c in retunes.items()} == {note: (None, note) for note in retunes}
     untuned = choose(tuning=None, n=0)
     assert untuned.params == points[0] and untuned.note.startswith("untuned: no validation rows and no earlier")
+    # The test evaluation and its gate: on every night that chooses the parameters, or every night.
+    nightly = dataclasses.replace(cfg, als=dataclasses.replace(cfg.als, evaluate_nightly=True))
+    for choice in (*retunes.values(), untuned):
+        assert build_recommendations._evaluates(cfg, choice) and build_recommendations._evaluates(nightly, choice)
+    assert not build_recommendations._evaluates(cfg, reuse) and build_recommendations._evaluates(nightly, reuse)
 
 
 def test_retune_keys_reject_negative_values(cfg):
@@ -396,6 +406,21 @@ def test_top_k_matches_brute_force_with_exclusions(spark):
         ranked = sorted(got[u])
         assert [i for _, i, _ in ranked] == [int(i) for i in order]
         assert [s for _, _, s in ranked] == pytest.approx([float(scores[i]) for i in order], rel=1e-5)
+
+
+def test_top_k_breaks_ties_by_item_leaves_out_self_and_non_finite_scores_across_blocks(spark):
+    # Items 2, 5 and 9 tie with query 0; item 7 has an infinite factor; query 3 has every item excluded.
+    items = {i: [1.0, 0.0] for i in (2, 5, 9)} | {i: [0.5, float(i)] for i in (1, 4, 6)} | {7: [float("inf"), 0.0]}
+    it = spark.createDataFrame([(i, v) for i, v in items.items()], [topk.ITEM, topk.FEATURES])
+    q = spark.createDataFrame([(0, [1.0, 0.0]), (5, [1.0, 0.0]), (3, [1.0, 1.0])], [topk.Q, topk.FEATURES])
+    ex = spark.createDataFrame([(3, i) for i in items], [topk.Q, topk.ITEM])
+    for query_blocks, item_blocks in ((1, 1), (2, 3), (3, 2)):
+        got = {}
+        for r in topk.top_k(q, it, 2, item_blocks, ex, exclude_self=True, query_blocks=query_blocks).collect():
+            got.setdefault(r[topk.Q], []).append((r[topk.RANK], r[topk.ITEM], r[topk.SCORE]))
+        assert sorted(got[0]) == [(1, 2, 1.0), (2, 5, 1.0)], (query_blocks, item_blocks)
+        assert sorted(got[5]) == [(1, 2, 1.0), (2, 9, 1.0)], (query_blocks, item_blocks)  # itself left out
+        assert 3 not in got
 
 
 def test_ranking_metrics_by_hand(spark):

@@ -327,6 +327,9 @@ class AlsConfig:
     rows_per_block: int
     max_blocks: int
     checkpoint_interval: int
+    # Test evaluation (ALS against popularity and co-occurrence, explicit ALS) and its quality gate:
+    # on the nights that choose the parameters (tuning, or no tuning to reuse), or every night.
+    evaluate_nightly: bool
     # Quality gate: the run fails when ALS's nDCG@K on test is below popularity's by more than this,
     # provided at least gate_min_users test users were scored.
     gate_margin: float

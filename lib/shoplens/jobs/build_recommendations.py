@@ -11,9 +11,11 @@ For each dataset (every dataset in silver unless ``--dataset`` names some), as o
    tuning's best is reused): each (rank, regParam, alpha) of ``als.grid`` is trained on the events
    before each user's validation target and scored on the validation rows of
    ``gold.sequence_examples`` (never test);
-3. evaluation: the winner, global popularity and item-item co-occurrence, trained on the events
-   before each user's test target, scored on the test rows; the quality gate fails the run when ALS
-   trails popularity by more than ``als.gate_margin`` (nDCG@K);
+3. evaluation, on the nights that choose the parameters (a tuning night, or no tuning to reuse;
+   every night with ``als.evaluate_nightly``): the winner, global popularity and item-item
+   co-occurrence, trained on the events before each user's test target, scored on the test rows;
+   the quality gate fails the run when ALS trails popularity by more than ``als.gate_margin``
+   (nDCG@K), and a tuning's trials are written only once its winner passed the gate;
 4. the winner refitted on the whole window: K recommendations for every user of the latest profile
    snapshot and every user with interactions (ALS, else the cold-start chain), similar items from
    the item factors; both slices (run_date, dataset) replaced.
@@ -39,7 +41,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_slice
+from shoplens.io import read_table, replace_rows, replace_slice
 from shoplens.metrics import Metric, write_metrics
 from shoplens.quality import QualityGateFailed
 from shoplens.recs import als, evaluate, idmaps, interactions, recommend, topk
@@ -63,9 +65,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
         raise FileNotFoundError(f"silver.events does not exist at {location}: run build_silver_events")
     als.set_checkpoint_dir(spark, cfg)
     window_start = run_date - dt.timedelta(days=cfg.als.window_days)
-    silver = (
-        read_table(spark, location)
-        .where((F.col(S.EVENT_DATE) <= F.lit(run_date)) & (F.col(S.EVENT_DATE) > F.lit(window_start)))
+    silver = read_table(spark, location).where(
+        (F.col(S.EVENT_DATE) <= F.lit(run_date)) & (F.col(S.EVENT_DATE) > F.lit(window_start))
     )
     if datasets is None:
         # Every dataset in silver, even one with no event in the window: its slices are emptied.
@@ -129,7 +130,7 @@ def build_dataset(
         item_map = item_map.join(ids.select(S.ITEM_ID).distinct(), [S.ITEM_ID], "left_semi").persist()
         n_users, n_items = user_map.count(), item_map.count()
         held_out = _held_out(spark, cfg, dataset)
-        best, val_figures, choice = _tune(
+        best, val_figures, choice, trials = _tune(
             spark, cfg, run_date, dataset, inputs, held_out, user_map, item_map, n_users, n_items
         )
         metrics = [
@@ -137,16 +138,22 @@ def build_dataset(
             for name, value in val_figures.items()
             if name != "users"
         ]
-        test_figures = _evaluate(spark, cfg, inputs, held_out, user_map, item_map, best, n_users, n_items)
-        for model, figures in test_figures.items():
-            metrics += [
-                Metric(run_date, JOB, dataset, model, "test", PROTOCOL, name, float(value), int(figures["users"]))
-                for name, value in figures.items()
-                if name != "users"
-            ]
-        metrics += _explicit_metrics(spark, cfg, run_date, dataset, events, best)
+        test_figures = {}
+        if _evaluates(cfg, choice):
+            test_figures = _evaluate(spark, cfg, inputs, held_out, user_map, item_map, best, n_users, n_items)
+            for model, figures in test_figures.items():
+                metrics += [
+                    Metric(run_date, JOB, dataset, model, "test", PROTOCOL, name, float(value), int(figures["users"]))
+                    for name, value in figures.items()
+                    if name != "users"
+                ]
+            metrics += _explicit_metrics(spark, cfg, run_date, dataset, events, best)
         write_metrics(spark, cfg, metrics)
         _gate(cfg, dataset, test_figures)
+        if trials is not None:
+            # After the gate: a tuning whose winner failed it leaves no trials, so the next night tunes
+            # (and gates) again instead of reusing it.
+            replace_rows(spark, trials, catalog.ALS_TRIALS, cfg, {S.RUN_DATE: run_date, S.DATASET: dataset})
 
         recs, similar = _final(spark, cfg, inputs, targets, user_map, item_map, best, n_users, n_items)
         recs = recs.persist(StorageLevel.MEMORY_AND_DISK)
@@ -200,9 +207,8 @@ def _targets(
     location = catalog.USER_PROFILES.location(cfg)
     profiles = None
     if catalog.table_exists(spark, location):
-        rows = (
-            read_table(spark, location)
-            .where((F.col(S.DATASET) == dataset) & (F.col(S.SNAPSHOT_DATE) <= F.lit(run_date)))
+        rows = read_table(spark, location).where(
+            (F.col(S.DATASET) == dataset) & (F.col(S.SNAPSHOT_DATE) <= F.lit(run_date))
         )
         latest = rows.agg(F.max(S.SNAPSHOT_DATE).alias("s")).first()
         if latest is not None and latest["s"] is not None:
@@ -288,6 +294,7 @@ def _recommend(
     categories: DataFrame,
     user_map: DataFrame,
     item_map: DataFrame,
+    n_users: int,
     n_items: int,
 ) -> DataFrame:
     """ALS's top K for targets with enough history, the cold-start chain for the rest and to fill up.
@@ -299,8 +306,16 @@ def _recommend(
     enough = inter.groupBy(S.USER_ID).count().where(F.col("count") >= a.min_user_items).select(S.USER_ID)
     eligible = user_map.join(enough, [S.USER_ID], "left_semi").join(targets.select(S.USER_ID), [S.USER_ID], "left_semi")
     user_factors = user_factors.join(eligible, [S.USER_INDEX], "inner").select(S.USER_INDEX, "features")
-    n_blocks = als.block_count(n_items, a.rows_per_block, a.max_blocks)
-    candidates = recommend.als_candidates(user_factors, item_factors, user_map, item_map, excluded, a.k, n_blocks)
+    candidates = recommend.als_candidates(
+        user_factors,
+        item_factors,
+        user_map,
+        item_map,
+        excluded,
+        a.k,
+        als.block_count(n_items, a.rows_per_block, a.max_blocks),
+        als.block_count(n_users, a.rows_per_block, a.max_blocks),
+    )
     length = recommend.candidate_length(excluded, a.k)
     candidates = candidates.unionByName(recommend.fallback_candidates(targets, inter, categories, length))
     # Cached so that the plans built on the result (metrics, the write) stay small.
@@ -337,10 +352,18 @@ class _LastTuning:
 
 @dataclass(frozen=True)
 class _Choice:
-    """Tonight's ALS parameters, None to tune the grid, and why in words (the summary's "tuning")."""
+    """Tonight's ALS parameters, None to tune the grid, why in words (the summary's "tuning"), and
+    whether they are an earlier tuning's best."""
 
     params: als.Params | None
     note: str
+    reused: bool = False
+
+
+def _evaluates(cfg: Config, choice: _Choice) -> bool:
+    """Whether tonight runs the test evaluation and the gate: unless it reuses an earlier tuning's
+    parameters (which were evaluated and gated that night), or always with ``als.evaluate_nightly``."""
+    return cfg.als.evaluate_nightly or not choice.reused
 
 
 def _last_tuning(spark, cfg, dataset: str, run_date: dt.date) -> tuple[_LastTuning | None, bool]:
@@ -396,7 +419,7 @@ def _choose(cfg: Config, run_date: dt.date, last: _LastTuning | None, n_validati
     why = _incompatible(cfg, last)
     if n_validation == 0:
         if why is None:
-            return _Choice(last.best, f"reused {last.run_date}: no validation rows tonight")
+            return _Choice(last.best, f"reused {last.run_date}: no validation rows tonight", reused=True)
         return _Choice(_grid(cfg)[0], f"untuned: no validation rows and {why}: the first grid point")
     if why is not None:
         return _Choice(None, f"retuned: {why}")
@@ -412,15 +435,18 @@ def _choose(cfg: Config, run_date: dt.date, last: _LastTuning | None, n_validati
             f"{last.run_date} (more than als.retune_growth {a.retune_growth} apart)",
         )
     return _Choice(
-        last.best, f"reused {last.run_date}: {age} d old, {n_validation} validation users against {last.n_examples}"
+        last.best,
+        f"reused {last.run_date}: {age} d old, {n_validation} validation users against {last.n_examples}",
+        reused=True,
     )
 
 
 def _tune(spark, cfg, run_date, dataset, inputs, held_out, user_map, item_map, n_users, n_items):
-    """Tonight's parameters: the grid tuned on the validation rows (its trials replace the slice
-    (run_date, dataset) of gold.als_trials) when _choose says so, else the last tuning's best.
+    """Tonight's parameters: the grid tuned on the validation rows when _choose says so, else the
+    last tuning's best (an earlier run's trials of the date are then removed).
 
-    Returns: (best, the best trial's validation figures or {} when not tuned, the _Choice).
+    Returns: (best, the best trial's validation figures or {} when not tuned, the _Choice, the trials
+    for the slice (run_date, dataset) of gold.als_trials or None when not tuned).
     """
     validation = None if held_out is None else held_out.where(F.col(S.SPLIT) == "validation")
     # The users ranking_metrics scores ("users", the trials' n_examples).
@@ -432,16 +458,15 @@ def _tune(spark, cfg, run_date, dataset, inputs, held_out, user_map, item_map, n
     if choice.params is not None:
         if has_tonight:
             # An earlier run of the date tuned: its trials go, so the slice says what tonight used.
-            replace_slice(_empty(spark, S.ALS_TRIALS), catalog.ALS_TRIALS, cfg, where)
-        return choice.params, {}, choice
+            replace_rows(spark, [], catalog.ALS_TRIALS, cfg, where)
+        return choice.params, {}, choice, None
     scored = _trials(spark, cfg, inputs, validation, user_map, item_map, n_users, n_items)
     # The best nDCG@K; ties: the earlier trial.
     best_trial, best, figures = max(scored, key=lambda s: (s[2][f"ndcg@{cfg.als.k}"], -s[0]))
     rows = _trial_rows(run_date, dataset, scored, best_trial)
-    replace_slice(spark.createDataFrame(rows, S.ALS_TRIALS), catalog.ALS_TRIALS, cfg, where)
     val = dict(figures)
     val.update({"param_rank": best.rank, "param_reg_param": best.reg_param, "param_alpha": best.alpha})
-    return best, val, choice
+    return best, val, choice, rows
 
 
 def _trial_rows(run_date: dt.date, dataset: str, scored, best_trial: int) -> list[tuple]:
@@ -478,7 +503,7 @@ def _trials(spark, cfg, inputs, validation, user_map, item_map, n_users, n_items
         for trial, params in enumerate(_grid(cfg)):
             model = _fit(spark, cfg, inter, user_map, item_map, params, n_users, n_items)
             recs = _recommend(
-                spark, cfg, model, inter, excluded, targets, inputs.categories, user_map, item_map, n_items
+                spark, cfg, model, inter, excluded, targets, inputs.categories, user_map, item_map, n_users, n_items
             )
             figures = evaluate.ranking_metrics(recs, validation, cfg.als.k)
             recs.unpersist()
@@ -503,7 +528,7 @@ def _evaluate(spark, cfg, inputs, held_out, user_map, item_map, best, n_users, n
         length = recommend.candidate_length(excluded, k)
         lists = {
             "als": _recommend(
-                spark, cfg, model, inter, excluded, targets, inputs.categories, user_map, item_map, n_items
+                spark, cfg, model, inter, excluded, targets, inputs.categories, user_map, item_map, n_users, n_items
             ),
             "popularity": recommend.top_k_of(
                 recommend.fallback_candidates(targets, inter, inputs.categories, length, (S.SOURCE_GLOBAL,)),
@@ -597,7 +622,17 @@ def _final(spark, cfg, inputs, targets, user_map, item_map, best, n_users, n_ite
     a = cfg.als
     model = _fit(spark, cfg, inputs.inter, user_map, item_map, best, n_users, n_items)
     recs = _recommend(
-        spark, cfg, model, inputs.inter, inputs.excluded, targets, inputs.categories, user_map, item_map, n_items
+        spark,
+        cfg,
+        model,
+        inputs.inter,
+        inputs.excluded,
+        targets,
+        inputs.categories,
+        user_map,
+        item_map,
+        n_users,
+        n_items,
     )
     _, item_factors = als.factors(model)
     unit = topk.normalized(item_factors)
@@ -607,6 +642,7 @@ def _final(spark, cfg, inputs, targets, user_map, item_map, best, n_users, n_ite
         a.k,
         als.block_count(n_items, a.rows_per_block, a.max_blocks),
         exclude_self=True,
+        query_blocks=als.block_count(n_items, a.rows_per_block, a.max_blocks),
     )
     similar = (
         near.join(item_map.withColumnRenamed(S.ITEM_INDEX, topk.Q), [topk.Q], "inner")

@@ -69,8 +69,10 @@ def als_candidates(
     excluded: DataFrame,
     k: int,
     n_blocks: int,
+    user_blocks: int,
 ) -> DataFrame:
-    """ALS's top ``k`` per user with factors, excluded items left out.
+    """ALS's top ``k`` per user with factors, excluded items left out (``n_blocks`` item blocks,
+    ``user_blocks`` user blocks: :func:`shoplens.recs.topk.top_k`).
 
     ``user_factors``/``item_factors``: user_index/item_index, features; maps: id, index.
     Returns: one row per (user_id, rank): user_id, item_id, score, _priority 0, _pos.
@@ -86,6 +88,7 @@ def als_candidates(
         k,
         n_blocks,
         excluded_idx,
+        query_blocks=user_blocks,
     )
     return (
         best.join(user_map.withColumnRenamed(S.USER_INDEX, topk.Q), [topk.Q], "inner")
