@@ -211,6 +211,9 @@ def test_user_examples_follow_the_rule_and_never_leak(spark, built):
     }
     assert got == _reference_user_examples(events, vocab, wh.sequences.event_types, wh.sequences.max_len)
     assert summary["landing"]["user/test"] > 20 and summary["landing"]["session/train"] > 20
+    # The summary counts the examples written, without reading them back: the table agrees.
+    written = table.where(F.col(S.DATASET) == "landing").groupBy(S.GRAIN, S.SPLIT).count().collect()
+    assert summary["landing"] == {f"{r[S.GRAIN]}/{r[S.SPLIT]}": r["count"] for r in written}
 
     # No training input, at either grain, holds a validation/test target or anything after one:
     # each train target comes before its actor's validation target (or at the same instant: ties

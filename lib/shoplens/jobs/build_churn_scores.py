@@ -30,12 +30,12 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, runs
+from shoplens import catalog, cli, deltars, runs
 from shoplens import schemas as S
 from shoplens.churn import evaluate
 from shoplens.churn.examples import feature_names, labelled, with_features
 from shoplens.config import ChurnConfig, Config
-from shoplens.io import read_table, replace_slice
+from shoplens.io import read_table, replace_rows, replace_slice
 from shoplens.metrics import Metric, write_metrics
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
                 log.info("churn: %s on %s scored with the models fitted on %s", dataset, run_date, fit[S.FIT_DATE])
                 summary.reused[dataset] = fit[S.FIT_DATE]
                 scores.append(score_rows(gbt, current, run_date, fit[S.EVALUATION_SNAPSHOT], churn))
-                importances.append(importance_rows(spark, gbt, logreg, names, run_date, dataset))
+                importances += importance_rows(gbt, logreg, names, run_date, dataset)
                 continue
             if examples is None:
                 examples = labelled(features, activity, [*training, evaluation], churn.horizon_days).persist(
@@ -115,16 +115,13 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
             metrics += [Metric(run_date, JOB, dataset, *m) for m in rows_out]
             _save_fit(spark, cfg, dataset, run_date, evaluation, training, sum(counts.values()), settings, gbt, logreg)
             scores.append(score_rows(gbt, current, run_date, evaluation, churn))
-            importances.append(importance_rows(spark, gbt, logreg, names, run_date, dataset))
+            importances += importance_rows(gbt, logreg, names, run_date, dataset)
         if not summary.by_dataset and not catalog.table_exists(spark, catalog.CHURN_MODELS.location(cfg)):
             # No fit yet (history shorter than the horizon): the table exists, empty, as churn_scores does.
             replace_slice(spark.createDataFrame([], S.CHURN_MODELS), catalog.CHURN_MODELS, cfg, {S.FIT_DATE: run_date})
         empty = spark.createDataFrame([], S.CHURN_SCORES)
         replace_slice(_union(scores, empty), catalog.CHURN_SCORES, cfg, {S.RUN_DATE: run_date})
-        replace_slice(
-            _union(importances, spark.createDataFrame([], S.CHURN_FEATURE_IMPORTANCE)),
-            catalog.CHURN_FEATURE_IMPORTANCE, cfg, {S.RUN_DATE: run_date},
-        )
+        replace_rows(spark, importances, catalog.CHURN_FEATURE_IMPORTANCE, cfg, {S.RUN_DATE: run_date})
     finally:
         if examples is not None:
             examples.unpersist()
@@ -153,13 +150,21 @@ def latest_fits(spark: SparkSession, cfg: Config, run_date: dt.date, settings: s
     not reused (a re-run of the date fits again, as its first run did)."""
     location = catalog.CHURN_MODELS.location(cfg)
     every = cfg.churn.refit_every_days
-    if every <= 1 or not catalog.table_exists(spark, location):
-        return {}
-    rows = (
-        read_table(spark, location)
-        .where((F.col(S.FIT_DATE) < F.lit(run_date)) & (F.col(S.FIT_DATE) > F.lit(run_date - dt.timedelta(days=every))))
-        .collect()  # at most refit_every_days rows per dataset
-    )
+    oldest = run_date - dt.timedelta(days=every)
+    # At most refit_every_days rows per dataset: read by delta-rs where it reads (no Spark job).
+    if runs.uses_deltalake(cfg, location):
+        if every <= 1 or not deltars.table_exists(location):
+            return {}
+        columns = [f.name for f in catalog.CHURN_MODELS.schema.fields]
+        rows = deltars.read_rows(location, [(S.FIT_DATE, "<", run_date), (S.FIT_DATE, ">", oldest)], columns)
+    else:
+        if every <= 1 or not catalog.table_exists(spark, location):
+            return {}
+        rows = (
+            read_table(spark, location)
+            .where((F.col(S.FIT_DATE) < F.lit(run_date)) & (F.col(S.FIT_DATE) > F.lit(oldest)))
+            .collect()
+        )
     latest: dict[str, Any] = {}
     for row in sorted(rows, key=lambda r: r[S.FIT_DATE]):
         latest[row[S.DATASET]] = row
@@ -275,9 +280,9 @@ def score_rows(model: PipelineModel, current: DataFrame, run_date: dt.date, eval
     )
 
 
-def importance_rows(spark, gbt: PipelineModel, logreg: PipelineModel, names: list[str], run_date, dataset):
+def importance_rows(gbt: PipelineModel, logreg: PipelineModel, names: list[str], run_date, dataset) -> list[tuple]:
     """GBT impurity importances and |standardised logistic coefficients|, ranked per model.
-    Returns: gold.churn_feature_importance rows, one per (model, feature)."""
+    Returns: gold.churn_feature_importance rows (tuples in its column order), one per (model, feature)."""
     rows = []
     for model, values in (
         (GBT, gbt.stages[-1].featureImportances.toArray()),
@@ -285,7 +290,7 @@ def importance_rows(spark, gbt: PipelineModel, logreg: PipelineModel, names: lis
     ):
         ranked = sorted(zip(names, (float(v) for v in values), strict=True), key=lambda nv: (-nv[1], nv[0]))
         rows += [(run_date, dataset, model, name, value, rank) for rank, (name, value) in enumerate(ranked, 1)]
-    return spark.createDataFrame(rows, S.CHURN_FEATURE_IMPORTANCE)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

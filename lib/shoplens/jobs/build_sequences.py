@@ -78,9 +78,12 @@ def build_dataset(
     events: DataFrame,
     dataset: str,
     session_events: DataFrame | None,
-) -> None:
+) -> dict[str, int]:
     """MERGEs the vocabulary of one dataset's events (already limited to the run's dates), then
-    replaces the dataset's examples."""
+    replaces the dataset's examples.
+
+    Returns: the examples written by ``grain/split`` (counted on the cached examples after the write,
+    not read back: the negatives and the shard add columns, never rows)."""
     seq = cfg.sequences
     counted = sequences.counted_events(events, seq.event_types)
     merge_vocab(spark, cfg, counted, run_date)
@@ -102,6 +105,7 @@ def build_dataset(
         replace_slice(
             sequences.with_shard(with_negatives, seq.num_shards), catalog.SEQUENCE_EXAMPLES, cfg, {S.DATASET: dataset}
         )
+        return {f"{r[S.GRAIN]}/{r[S.SPLIT]}": r["count"] for r in built.groupBy(S.GRAIN, S.SPLIT).count().collect()}
     finally:
         for df in (touched, built, labelled):
             df.unpersist()
@@ -131,13 +135,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
             if session_events.limit(1).count() == 0:
                 log.warning("no sessions for dataset %s: run build_sessions first; user grain only", dataset)
                 session_events = None
-        build_dataset(spark, cfg, run_date, events, dataset, session_events)
-        written = read_table(spark, catalog.SEQUENCE_EXAMPLES.location(cfg)).where(
-            F.col(S.DATASET) == dataset
-        )
-        summary[dataset] = {
-            f"{r[S.GRAIN]}/{r[S.SPLIT]}": r["count"] for r in written.groupBy(S.GRAIN, S.SPLIT).count().collect()
-        }
+        summary[dataset] = build_dataset(spark, cfg, run_date, events, dataset, session_events)
     log.info("sequence examples for %s: %s", run_date, summary)
     return summary
 
