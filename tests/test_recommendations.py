@@ -8,6 +8,7 @@ import datetime as dt
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -421,6 +422,23 @@ def test_top_k_breaks_ties_by_item_leaves_out_self_and_non_finite_scores_across_
         assert sorted(got[0]) == [(1, 2, 1.0), (2, 5, 1.0)], (query_blocks, item_blocks)
         assert sorted(got[5]) == [(1, 2, 1.0), (2, 9, 1.0)], (query_blocks, item_blocks)  # itself left out
         assert 3 not in got
+
+
+def test_block_best_reads_each_block_pair_of_a_batch_on_its_own():
+    """Several (user block, item block) rows in one Arrow batch: each row's ids, factors and
+    exclusions are its own (no Spark: the executor function itself)."""
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "q_ids": [[0, 1], [2]],
+            "q_vectors": [[1.0, 0.0, 0.0, 1.0], [1.0, 1.0]],
+            "q_excluded": [[[10], []], [[11]]],
+            "i_ids": [[10, 11, 12], [10, 11]],
+            "i_vectors": [[1.0, 0.0, 0.5, 0.5, 0.0, 1.0], [2.0, 2.0, 1.0, 1.0]],
+        }
+    )
+    out = pa.Table.from_batches(list(topk.block_best(iter([batch]), k=1, exclude_self=False))).to_pylist()
+    best = {(r[topk.Q], r[topk.ITEM], r[topk.SCORE]) for r in out}
+    assert best == {(0, 11, 0.5), (1, 12, 1.0), (2, 10, 4.0)}
 
 
 def test_ranking_metrics_by_hand(spark):

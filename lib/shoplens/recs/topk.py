@@ -120,7 +120,8 @@ def block_best(batches: Iterator[pa.RecordBatch], k: int, exclude_self: bool) ->
                 continue
             queries = _floats(pair.column("q_vectors")).reshape(len(q_ids), -1)
             items = _floats(pair.column("i_vectors")).reshape(len(i_ids), -1)
-            excluded = pair.column("q_excluded").values  # one list per query
+            # One list per query; flatten() honours the slice (ListArray.values would not).
+            excluded = pair.column("q_excluded").flatten()
             lengths = excluded.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
             excluded_items = excluded.flatten().to_numpy(zero_copy_only=False)
             excluded_rows = np.repeat(np.arange(len(q_ids)), lengths)
