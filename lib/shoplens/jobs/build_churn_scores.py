@@ -150,15 +150,17 @@ def latest_fits(spark: SparkSession, cfg: Config, run_date: dt.date, settings: s
     not reused (a re-run of the date fits again, as its first run did)."""
     location = catalog.CHURN_MODELS.location(cfg)
     every = cfg.churn.refit_every_days
+    if every <= 1:
+        return {}
     oldest = run_date - dt.timedelta(days=every)
     # At most refit_every_days rows per dataset: read by delta-rs where it reads (no Spark job).
     if runs.uses_deltalake(cfg, location):
-        if every <= 1 or not deltars.table_exists(location):
+        if not deltars.table_exists(location):
             return {}
         columns = [f.name for f in catalog.CHURN_MODELS.schema.fields]
         rows = deltars.read_rows(location, [(S.FIT_DATE, "<", run_date), (S.FIT_DATE, ">", oldest)], columns)
     else:
-        if every <= 1 or not catalog.table_exists(spark, location):
+        if not catalog.table_exists(spark, location):
             return {}
         rows = (
             read_table(spark, location)

@@ -642,7 +642,6 @@ def _final(spark, cfg, inputs, targets, user_map, item_map, best, n_users, n_ite
         a.k,
         als.block_count(n_items, a.rows_per_block, a.max_blocks),
         exclude_self=True,
-        query_blocks=als.block_count(n_items, a.rows_per_block, a.max_blocks),
     )
     similar = (
         near.join(item_map.withColumnRenamed(S.ITEM_INDEX, topk.Q), [topk.Q], "inner")

@@ -69,6 +69,7 @@ def top_k(
 
     Returns: one row per (_q, rank) with rank 1..k (fewer when fewer items remain): _q, rank, _item, score.
     """
+    query_blocks = query_blocks or n_blocks
     q = queries.select(Q, FEATURES)
     if excluded is not None:
         lists = excluded.groupBy(Q).agg(F.collect_set(ITEM).alias(EXCLUDED))
@@ -76,7 +77,7 @@ def top_k(
     else:
         q = q.withColumn(EXCLUDED, F.lit(None).cast("array<int>"))
     query_rows = (
-        q.groupBy(F.pmod(F.col(Q), F.lit(query_blocks or n_blocks)).alias("_qb"))
+        q.groupBy(F.pmod(F.col(Q), F.lit(query_blocks)).alias("_qb"))
         .agg(F.collect_list(F.struct(Q, FEATURES, EXCLUDED)).alias("_qs"))
         .select(
             F.transform("_qs", lambda x: x[Q]).alias("q_ids"),
@@ -93,9 +94,9 @@ def top_k(
         )
     )
     pairs = query_rows.crossJoin(item_rows)
-    if (query_blocks or n_blocks) * n_blocks > 1:
+    if query_blocks * n_blocks > 1:
         # One block pair per task, so that a cluster multiplies the pairs in parallel.
-        pairs = pairs.repartition((query_blocks or n_blocks) * n_blocks)
+        pairs = pairs.repartition(query_blocks * n_blocks)
     best = pairs.mapInArrow(partial(block_best, k=k, exclude_self=exclude_self), _BEST)
     order = Window.partitionBy(Q).orderBy(F.col(SCORE).desc(), F.col(ITEM))
     return (
@@ -114,12 +115,12 @@ def block_best(batches: Iterator[pa.RecordBatch], k: int, exclude_self: bool) ->
     for batch in batches:
         for row in range(batch.num_rows):
             pair = batch.slice(row, 1)
-            q_ids = _ints(pair.column("q_ids"))
-            i_ids = _ints(pair.column("i_ids"))
+            q_ids = _values(pair.column("q_ids"), np.int64)
+            i_ids = _values(pair.column("i_ids"), np.int64)
             if len(q_ids) == 0 or len(i_ids) == 0:
                 continue
-            queries = _floats(pair.column("q_vectors")).reshape(len(q_ids), -1)
-            items = _floats(pair.column("i_vectors")).reshape(len(i_ids), -1)
+            queries = _values(pair.column("q_vectors"), np.float64).reshape(len(q_ids), -1)
+            items = _values(pair.column("i_vectors"), np.float64).reshape(len(i_ids), -1)
             # One list per query; flatten() honours the slice (ListArray.values would not).
             excluded = pair.column("q_excluded").flatten()
             lengths = excluded.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
@@ -139,12 +140,9 @@ def block_best(batches: Iterator[pa.RecordBatch], k: int, exclude_self: bool) ->
                 yield _best_of(scores, q_ids[start:stop], i_ids, k)
 
 
-def _ints(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _floats(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
+def _values(column: pa.Array, dtype: type) -> np.ndarray:
+    """The elements of a one-row list column as a NumPy array of ``dtype``."""
+    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=dtype)
 
 
 def _mask(scores: np.ndarray, rows: np.ndarray, ids: np.ndarray, sorted_ids: np.ndarray, by_id: np.ndarray) -> None:
