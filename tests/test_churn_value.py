@@ -16,6 +16,7 @@ from pyspark.sql import types as T
 
 from shoplens import catalog
 from shoplens import schemas as S
+from shoplens.churn import evaluate
 from shoplens.churn.examples import labelled, with_features
 from shoplens.jobs import build_churn_scores, build_customer_value, build_user_activity, build_user_profiles
 from shoplens.metrics import Metric, write_metrics
@@ -307,6 +308,20 @@ def test_churn_and_value_jobs_write_defined_values_and_their_metrics(spark, fres
     assert _read(spark, catalog.CHURN_SCORES, cfg, F.col(S.RUN_DATE) == D(2024, 1, 20)).count() == 0
     assert _read(spark, catalog.CHURN_SCORES, cfg, F.col(S.RUN_DATE) == run_date).count() == buyers_now
     assert _read(spark, catalog.MODEL_METRICS, cfg).count() == metrics.count()
+
+
+def test_evaluation_figures_by_hand_and_no_auc_on_a_single_class(spark):
+    rows = [(1.0, 0.9), (1.0, 0.4), (0.0, 0.6), (0.0, 0.1)]
+    scored = spark.createDataFrame(rows, [S.LABEL, "s"])
+    got = evaluate.figures(scored, "s", F.col("s") >= 0.5)
+    # Pairs (positive, negative) ranked right: (0.9, 0.6), (0.9, 0.1), (0.4, 0.1); wrong: (0.4, 0.6).
+    assert got["roc_auc"] == pytest.approx(0.75)
+    assert got["n"] == 4 and got["positive_rate"] == 0.5
+    assert (got["precision"], got["recall"], got["f1"]) == (0.5, 0.5, 0.5)
+    single = evaluate.figures(scored.where(F.col(S.LABEL) == 1.0), "s", F.col("s") >= 0.5)
+    assert single["pr_auc"] is None and single["roc_auc"] is None and single["recall"] == 0.5
+    empty = evaluate.figures(scored.where(F.lit(False)), "s", F.col("s") >= 0.5)
+    assert empty["pr_auc"] is None and empty["n"] == 0 and empty["positive_rate"] is None
 
 
 def test_too_few_customers_give_no_fit_and_null_values_not_nan():

@@ -217,6 +217,12 @@ def test_new_ids_are_appended_known_ids_keep_their_index(spark, fresh_cfg):
         ("d", "c", 3, D(2024, 1, 2)),
         ("e", "a", 0, D(2024, 1, 1)),
     ]
+    # Only known ids: no commit at all, and the map still holds them.
+    version = catalog.table_version(spark, catalog.USER_INDEX.location(cfg))
+    known = spark.createDataFrame([("d", "c"), ("d", "a")], [S.DATASET, S.USER_ID])
+    mapped = idmaps.merge_index(spark, cfg, catalog.USER_INDEX, known, S.USER_ID, D(2024, 1, 3))
+    assert catalog.table_version(spark, catalog.USER_INDEX.location(cfg)) == version
+    assert {(r[S.USER_ID], r[S.USER_INDEX]) for r in mapped.collect()} == {("0", 2), ("a", 0), ("b", 1), ("c", 3)}
 
 
 def test_trials_metrics_and_similar_items(spark, built):

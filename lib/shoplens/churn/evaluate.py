@@ -1,5 +1,6 @@
 """Evaluation figures of a scored split: PR-AUC and ROC-AUC (Spark's BinaryClassificationEvaluator,
-distributed), and precision, recall, F1 at a threshold (one aggregation). No collect of rows."""
+distributed), and precision, recall, F1 at a threshold (one aggregation, which also tells whether
+the split has both classes). No collect of rows."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ from pyspark.sql import functions as F
 from shoplens import schemas as S
 
 
-def auc(scored: DataFrame, score: str, metric: str) -> float | None:
-    """``areaUnderPR`` or ``areaUnderROC`` of ``score`` (higher = more likely churn) against
-    ``label``; None on an empty or single-class split, where it is undefined."""
-    classes = scored.agg(F.countDistinct(S.LABEL)).first()[0]
-    if classes < 2:
-        return None
+def figures(scored: DataFrame, score: str, predicted: F.Column) -> dict[str, float | None]:
+    """PR-AUC and ROC-AUC of ``score`` (higher = more likely churn) against ``label``, and the
+    figures of :func:`at_threshold`. The AUCs are None on an empty or single-class split, where
+    they are undefined: the threshold's aggregation tells, so that costs no Spark job of its own."""
+    counts = at_threshold(scored, predicted)
+    both_classes = counts["positive_rate"] is not None and 0 < counts["positive_rate"] < 1
+    return {
+        "pr_auc": auc(scored, score, "areaUnderPR") if both_classes else None,
+        "roc_auc": auc(scored, score, "areaUnderROC") if both_classes else None,
+        **counts,
+    }
+
+
+def auc(scored: DataFrame, score: str, metric: str) -> float:
+    """``areaUnderPR`` or ``areaUnderROC`` of ``score`` against ``label`` on a split with both classes."""
     evaluator = BinaryClassificationEvaluator(rawPredictionCol=score, labelCol=S.LABEL, metricName=metric)
     return float(evaluator.evaluate(scored))
 

@@ -245,11 +245,7 @@ def _evaluate(gbt, logreg, train, test, cfg: ChurnConfig) -> tuple[dict[str, Any
     for (model, split), (scored, predicted) in splits.items():
         scored = scored.select(S.LABEL, _SCORE).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            values = {
-                "pr_auc": evaluate.auc(scored, _SCORE, "areaUnderPR"),
-                "roc_auc": evaluate.auc(scored, _SCORE, "areaUnderROC"),
-                **evaluate.at_threshold(scored, predicted),
-            }
+            values = evaluate.figures(scored, _SCORE, predicted)
         finally:
             scored.unpersist()
         n = values.pop("n")

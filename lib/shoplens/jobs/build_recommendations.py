@@ -156,9 +156,8 @@ def build_dataset(
             replace_rows(spark, trials, catalog.ALS_TRIALS, cfg, {S.RUN_DATE: run_date, S.DATASET: dataset})
 
         recs, similar = _final(spark, cfg, inputs, targets, user_map, item_map, best, n_users, n_items)
-        recs = recs.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            _write(
+        try:  # recs is cached by _recommend
+            written = _write(
                 spark,
                 cfg,
                 run_date,
@@ -166,7 +165,6 @@ def build_dataset(
                 recs.withColumn(S.RUN_DATE, F.lit(run_date)).withColumn(S.DATASET, F.lit(dataset)),
                 similar.withColumn(S.RUN_DATE, F.lit(run_date)).withColumn(S.DATASET, F.lit(dataset)),
             )
-            written = recs.count()
         finally:
             recs.unpersist()
         return {
@@ -187,10 +185,13 @@ def _empty(spark: SparkSession, schema) -> DataFrame:
 
 def _write(
     spark: SparkSession, cfg: Config, run_date: dt.date, dataset: str, recs: DataFrame, similar: DataFrame
-) -> None:
+) -> int:
+    """Replaces the dataset's slices of the run date. Returns: the recommendations written (the
+    commit's own count)."""
     where = {S.RUN_DATE: run_date, S.DATASET: dataset}
-    replace_slice(recs, catalog.RECOMMENDATIONS, cfg, where)
+    written = replace_slice(recs, catalog.RECOMMENDATIONS, cfg, where)
     replace_slice(similar, catalog.SIMILAR_ITEMS, cfg, where)
+    return written
 
 
 def _targets(

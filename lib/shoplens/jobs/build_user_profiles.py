@@ -68,22 +68,21 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
                 parts.append(clusters.assign_by_pipeline(model, rows))
             else:
                 parts.append(rows.withColumn(S.CLUSTER, F.lit(None)))
+        # Not cached: the write and the summary each add only the cluster assignment (a projection)
+        # to the cached rows.
         profiles = (
             reduce(DataFrame.unionByName, parts)
             if parts
             else scored.withColumn(S.CLUSTER, F.lit(None).cast("int"))
-        ).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            users = replace_slice(profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date})
-            replace_rows(
-                spark,
-                summary.summary_rows(profiles, run_date, names),
-                catalog.SEGMENT_SUMMARY,
-                cfg,
-                {S.SNAPSHOT_DATE: run_date},
-            )
-        finally:
-            profiles.unpersist()
+        )
+        users = replace_slice(profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date})
+        replace_rows(
+            spark,
+            summary.summary_rows(profiles, run_date, names),
+            catalog.SEGMENT_SUMMARY,
+            cfg,
+            {S.SNAPSHOT_DATE: run_date},
+        )
     finally:
         scored.unpersist()
     log.info("profiles of snapshot %s: %d users; clusters %s", run_date, users, models)
