@@ -296,6 +296,14 @@ def test_churn_and_value_jobs_write_defined_values_and_their_metrics(spark, fres
                             cfg.profiles.windows_days)
     expected = build_churn_scores.score_rows(model, current, next_day, fit[S.EVALUATION_SNAPSHOT], cfg.churn)
     assert _rows(later, [S.USER_ID]) == _rows(expected, [S.USER_ID])
+    # Its feature importances are the fit's, under its own date.
+    ranked = [S.MODEL, S.FEATURE, S.IMPORTANCE, S.RANK]
+    importance = _read(spark, catalog.CHURN_FEATURE_IMPORTANCE, cfg)
+    by_night = {
+        night: sorted(tuple(r[c] for c in ranked) for r in importance.where(F.col(S.RUN_DATE) == night).collect())
+        for night in (run_date, next_day)
+    }
+    assert by_night[next_day] == by_night[run_date] and len(by_night[run_date]) > 0
     # Other settings are another model: that night does not reuse the fit (and, lacking the night's
     # own training snapshots, fits nothing).
     other = dataclasses.replace(cfg, churn=dataclasses.replace(cfg.churn, logreg_reg_param=0.5))

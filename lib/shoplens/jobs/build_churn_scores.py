@@ -91,11 +91,15 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
             current = features.where((F.col(S.SNAPSHOT_DATE) == F.lit(run_date)) & (F.col(S.DATASET) == dataset))
             fit = fitted.get(dataset)
             if fit is not None:
-                gbt, logreg = PipelineModel.load(fit[S.GBT_PATH]), PipelineModel.load(fit[S.LOGREG_PATH])
+                gbt = PipelineModel.load(fit[S.GBT_PATH])
                 log.info("churn: %s on %s scored with the models fitted on %s", dataset, run_date, fit[S.FIT_DATE])
                 summary.reused[dataset] = fit[S.FIT_DATE]
                 scores.append(score_rows(gbt, current, run_date, fit[S.EVALUATION_SNAPSHOT], churn))
-                importances += importance_rows(gbt, logreg, names, run_date, dataset)
+                # The fit's importances, as the fit night wrote them; the models only when they are missing.
+                fit_rows = fit_importances(spark, cfg, dataset, fit[S.FIT_DATE])
+                if not fit_rows:
+                    fit_rows = importance_rows(gbt, PipelineModel.load(fit[S.LOGREG_PATH]), names, run_date, dataset)
+                importances += [(run_date, *row[1:]) for row in fit_rows]
                 continue
             if examples is None:
                 examples = labelled(features, activity, [*training, evaluation], churn.horizon_days).persist(
@@ -171,6 +175,28 @@ def latest_fits(spark: SparkSession, cfg: Config, run_date: dt.date, settings: s
     for row in sorted(rows, key=lambda r: r[S.FIT_DATE]):
         latest[row[S.DATASET]] = row
     return {dataset: row for dataset, row in latest.items() if row[S.SETTINGS] == settings}
+
+
+def fit_importances(spark: SparkSession, cfg: Config, dataset: str, fit_date: dt.date) -> list[tuple]:
+    """The gold.churn_feature_importance rows the fit of ``fit_date`` wrote for ``dataset`` (two
+    models x the features: read by delta-rs where it reads), as tuples in the table's column order;
+    empty when there are none. A night that reuses the fit repeats them under its own date instead
+    of loading the logistic regression only to recompute them (a dozen small Spark jobs)."""
+    location = catalog.CHURN_FEATURE_IMPORTANCE.location(cfg)
+    columns = [f.name for f in catalog.CHURN_FEATURE_IMPORTANCE.schema.fields]
+    if runs.uses_deltalake(cfg, location):
+        if not deltars.table_exists(location):
+            return []
+        rows = deltars.read_rows(location, [(S.RUN_DATE, "=", fit_date), (S.DATASET, "=", dataset)], columns)
+    else:
+        if not catalog.table_exists(spark, location):
+            return []
+        rows = (
+            read_table(spark, location)
+            .where((F.col(S.RUN_DATE) == F.lit(fit_date)) & (F.col(S.DATASET) == dataset))
+            .collect()
+        )
+    return sorted(tuple(row[c] for c in columns) for row in rows)
 
 
 def model_location(cfg: Config, dataset: str, fit_date: dt.date, model: str) -> str:
