@@ -158,9 +158,10 @@ def history_steps(
     first, last = history[0], history[-1]
     cfg = cli.load_job_config(args)
     since = ["--since", first.isoformat()]
-    # The snapshots the last night's churn reads (the night before it finds them missing and says so).
-    night = nightly[-1] if nightly else last
-    churn = (*cfg.churn.training_dates(night), cfg.churn.evaluation_date(night))
+    # The snapshots churn reads on the nights it fits: the first nightly night, then every
+    # churn.refit_every_days (the nights between reuse that fit, as on a shop's real nights).
+    fitting = (nightly or [last])[:: max(cfg.churn.refit_every_days, 1)]
+    churn = {d for night in fitting for d in (*cfg.churn.training_dates(night), cfg.churn.evaluation_date(night))}
     snapshots = sorted({d for d in churn if first <= d < last} | {last})
     return [
         ("ingest_landing", last, since), ("build_silver_events", last, since),
