@@ -233,6 +233,18 @@ def test_churn_and_value_jobs_write_defined_values_and_their_metrics(spark, fres
     build_user_activity.run(spark, cfg, run_date, since=START)
     for snapshot in [*cfg.churn.training_dates(run_date), cfg.churn.evaluation_date(run_date), run_date]:
         build_user_profiles.run(spark, cfg, snapshot)
+    # The snapshots present, as delta-rs and Spark find them (one date wanted but missing).
+    wanted = [*cfg.churn.training_dates(run_date), run_date, D(2024, 1, 2)]
+    present = {
+        writer: sorted(
+            (r[S.DATASET], r[S.SNAPSHOT_DATE])
+            for r in build_churn_scores.present_snapshots(
+                spark, dataclasses.replace(cfg, runs=dataclasses.replace(cfg.runs, record_writer=writer)), wanted
+            )
+        )
+        for writer in ("deltalake", "spark")
+    }
+    assert present["deltalake"] == present["spark"] == [(S.DATASET_LANDING, d) for d in sorted(wanted[:-1])]
     # Before any fit, gold.churn_models exists, empty, for readers of the warehouse.
     assert build_churn_scores.run(spark, cfg, D(2024, 1, 20)).by_dataset == {}
     assert _read(spark, catalog.CHURN_MODELS, cfg).count() == 0

@@ -78,6 +78,19 @@ def read_rows(location: str, filters: Sequence[tuple[str, str, Any]], columns: S
     return frame.to_pylist()
 
 
+def distinct_rows(location: str, columns: Sequence[str], predicate: str) -> list[dict]:
+    """The distinct ``columns`` of the rows matching ``predicate`` (delta-rs' SQL), computed by
+    delta-rs' own query engine (DataFusion) in this process: files are pruned by partition in the
+    log, the rest streams through the aggregation, and only the distinct rows come back."""
+    from deltalake import QueryBuilder
+
+    selected = ", ".join(f'"{c}"' for c in columns)
+    reader = QueryBuilder().register("t", _table(location)).execute(
+        f"SELECT DISTINCT {selected} FROM t WHERE {predicate}"
+    )
+    return pa.table(reader.read_all()).to_pylist()
+
+
 def arrow_rows(rows: Sequence[Sequence[Any]], schema: T.StructType) -> pa.Table:
     """Rows given as tuples in ``schema``'s column order, as an Arrow table of that schema (maps
     as key/value pairs, timestamps in UTC microseconds, Spark's nullability)."""

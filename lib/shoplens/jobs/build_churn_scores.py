@@ -74,8 +74,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
         F.col(S.EVENT_DATE) <= F.lit(run_date)
     )
     wanted = [*training, evaluation, run_date]
-    snapshots = profiles.where(F.col(S.SNAPSHOT_DATE).isin(wanted)).select(S.DATASET, S.SNAPSHOT_DATE).distinct()
-    found = snapshots.collect()  # at most len(wanted) rows per dataset
+    found = present_snapshots(spark, cfg, wanted)
     present = {r[S.SNAPSHOT_DATE] for r in found}
     missing = [d.isoformat() for d in wanted if d not in present]
     if missing:
@@ -133,6 +132,17 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
     log.info("churn of %s (evaluated on %s, trained on %s): fitted %s, reused %s", run_date, evaluation, training,
              summary.by_dataset, summary.reused)
     return summary
+
+
+def present_snapshots(spark: SparkSession, cfg: Config, wanted: Sequence[dt.date]) -> list[Any]:
+    """The (dataset, snapshot_date) pairs of gold.user_profiles among the ``wanted`` snapshot dates
+    (at most len(wanted) per dataset): by delta-rs where it reads (no Spark job), else by Spark."""
+    location = catalog.USER_PROFILES.location(cfg)
+    if runs.uses_deltalake(cfg, location):
+        predicate = " OR ".join(f"({deltars.condition(S.SNAPSHOT_DATE, d)})" for d in wanted)
+        return deltars.distinct_rows(location, [S.DATASET, S.SNAPSHOT_DATE], predicate)
+    rows = read_table(spark, location).where(F.col(S.SNAPSHOT_DATE).isin(list(wanted)))
+    return rows.select(S.DATASET, S.SNAPSHOT_DATE).distinct().collect()
 
 
 def fit_settings(cfg: ChurnConfig, names: list[str]) -> str:
