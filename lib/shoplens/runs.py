@@ -312,7 +312,6 @@ def commit(spark: SparkSession, spec: TableSpec, cfg: Config, write: Callable[[]
     run = _current
     if run is None:
         tag = f"shoplens {spec.name} {uuid.uuid4().hex}"
-        before = catalog.table_version(spark, spec.location(cfg))
         spark.conf.set(_USER_METADATA_CONF, tag)
         try:
             result = write()
@@ -320,7 +319,7 @@ def commit(spark: SparkSession, spec: TableSpec, cfg: Config, write: Callable[[]
             spark.conf.unset(_USER_METADATA_CONF)
         if isinstance(result, Written):
             return result.rows
-        return _committed(spark, spec.location(cfg), tag, before)[1]
+        return _committed(spark, spec.location(cfg), tag)[1]
     return _commit(run, spec, cfg, write, record=True)
 
 
