@@ -103,10 +103,12 @@ def world(spark, tmp_path_factory):
     cfg = load_config("local", CONF_DIR, overrides)
     events = generate(dt.date(2024, 1, 1), days=5, seed=11, users=24, anonymous=6, items=30)
     write_all_silver(spark, cfg, events)
-    # gold.item_vocab as build_sequences MERGEs it (its examples are not needed by the job: see
+    # gold.item_vocab as build_sequences writes it (its examples are not needed by the job: see
     # test_the_input_is_the_test_example_and_its_target).
     silver = spark.read.format("delta").load(catalog.SILVER_EVENTS.location(cfg))
-    build_sequences.merge_vocab(spark, cfg, sequences.counted_events(silver, cfg.sequences.event_types), RUN_DATE)
+    counted = sequences.counted_events(silver, cfg.sequences.event_types)
+    for dataset in sorted({r[S.DATASET] for r in silver.select(S.DATASET).distinct().collect()}):
+        build_sequences.update_vocab(spark, cfg, counted, dataset, RUN_DATE)
     vocab = {
         r[S.ITEM_ID]: r[S.ITEM_INDEX]
         for r in spark.read.format("delta").load(catalog.ITEM_VOCAB.location(cfg)).collect()  # a test's few items

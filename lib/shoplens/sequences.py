@@ -29,10 +29,12 @@ from shoplens.sessions import ACTOR, actor_key, without_copies
 
 IS_ELIGIBLE = "_is_eligible"
 _K = "_k"
+_TOUCHED = "_touched"
+_DRAWN = "_drawn"
 
 # Candidate draws per example in each round of negative sampling, as a multiple of the number
 # wanted (plus a margin): later rounds are 4 times larger. See :func:`with_negatives`.
-_ROUND_FACTORS = (2, 8, 32)
+_ROUND_FACTORS = (1, 4, 32)
 _ROUND_MARGIN = 32
 
 
@@ -202,8 +204,60 @@ def interactions(events: DataFrame, vocab: DataFrame) -> DataFrame:
     )
 
 
-def _candidate_index(seed: int, n_items: int, k: Column) -> Column:
-    return (F.lit(2) + F.pmod(F.xxhash64(F.lit(seed), F.col(S.EXAMPLE_ID), k), F.lit(n_items))).cast("int")
+def _touched_sets(touched: DataFrame) -> DataFrame:
+    """Returns: one row per actor of ``touched`` (:func:`interactions`): _actor, ``_touched`` (its items)."""
+    return touched.groupBy(ACTOR).agg(F.collect_set(S.ITEM_INDEX).alias(_TOUCHED))
+
+
+def _first_untouched(seed: int, n_items: int, n: int, draws: int) -> Column:
+    """The first ``n`` distinct items of the row's first ``draws`` draws that its actor never touched."""
+    example_id = F.col(S.EXAMPLE_ID)
+    drawn = F.transform(
+        F.sequence(F.lit(0), F.lit(draws - 1)),
+        lambda k: (F.lit(2) + F.pmod(F.xxhash64(F.lit(seed), example_id, k), F.lit(n_items))).cast("int"),
+    )
+    # array_except keeps the first occurrence of each element, in order, and drops touched ones.
+    return F.slice(F.array_except(drawn, _touched()), 1, n)
+
+
+def _touched() -> Column:
+    return F.coalesce(F.col(_TOUCHED), F.array().cast("array<int>"))
+
+
+def _with_negatives_of(
+    rows: DataFrame, columns: list[str], keep: Column, seed: int, max_index: int, n: int
+) -> DataFrame:
+    """Adds ``negatives`` to the rows where ``keep`` holds (null elsewhere), from their
+    ``example_id`` and their actor's ``_touched`` items (null: none).
+
+    The first ``n`` distinct untouched items of the draws ``2 + pmod(xxhash64(seed, example_id, k),
+    max_index - 1)``, k = 0, 1, ..., looked for in prefixes of growing length (``_ROUND_FACTORS``).
+    The first prefix is a column of its own (computed once); a longer one is drawn only for a row
+    the shorter one left short (CASE WHEN evaluates one branch). A prefix's first ``n`` are the
+    same whatever the prefix, so the result does not depend on the rounds. Past the last round, the
+    first ``n`` untouched items ordered by ``xxhash64(seed, example_id, item)``, or all of them when
+    fewer exist. Sorted ascending.
+
+    Returns: ``columns`` and ``negatives``, one row per input row.
+    """
+    n_items = max_index - 1
+    if n_items < 1:
+        return rows.select(*columns, F.when(keep, F.array().cast("array<int>")).alias(S.NEGATIVES))
+    first, *later = (n * factor + _ROUND_MARGIN for factor in _ROUND_FACTORS)
+    drawn = rows.select(*columns, _TOUCHED, F.when(keep, _first_untouched(seed, n_items, n, first)).alias(_DRAWN))
+    example_id = F.col(S.EXAMPLE_ID)
+    ranked = F.array_sort(
+        F.transform(
+            F.array_except(F.sequence(F.lit(2), F.lit(max_index)), _touched()),
+            lambda item: F.struct(F.xxhash64(F.lit(seed), example_id, item).alias(_K), item.alias(S.ITEM_INDEX)),
+        )
+    )
+    chosen = F.transform(F.slice(ranked, 1, n), lambda c: c[S.ITEM_INDEX])
+    for draws in reversed(later):
+        longer = _first_untouched(seed, n_items, n, draws)
+        chosen = F.when(F.size(longer) >= n, longer).otherwise(chosen)
+    chosen = F.when(F.size(_DRAWN) >= n, F.col(_DRAWN)).otherwise(chosen)
+    return drawn.select(*columns, F.when(keep, F.array_sort(chosen)).alias(S.NEGATIVES))
 
 
 def sample_negatives(need: DataFrame, touched: DataFrame, max_index: int, n: int, seed: int) -> DataFrame:
@@ -212,63 +266,16 @@ def sample_negatives(need: DataFrame, touched: DataFrame, max_index: int, n: int
     ``need`` has (example_id, _actor); ``touched`` is :func:`interactions`; the candidates are
     the vocabulary's indices 2..``max_index``. An example's negatives are the first ``n`` distinct
     untouched items of its hash sequence ``2 + pmod(xxhash64(seed, example_id, k), max_index - 1)``,
-    k = 0, 1, 2, ...: a uniform sample without replacement, the same on every run. The sequence is
-    drawn in rounds of growing length, so an example needs about n + margin draws, not a join with
-    the catalogue. An example that still lacks ``n`` after the last round (its actor touched most of
-    the catalogue) takes the first ``n`` of all its untouched items ordered by
-    ``xxhash64(seed, example_id, item)``, or all of them when fewer than ``n`` exist. Each round is
-    checkpointed locally (an eager job), so cache ``need`` and ``touched`` first.
+    k = 0, 1, 2, ...: a uniform sample without replacement, the same on every run. Each example
+    needs about n + margin draws, computed on its row next to its actor's set of items (one join
+    per actor, not with the catalogue). An example that still lacks ``n`` after the last round (its
+    actor touched most of the catalogue) takes the first ``n`` of all its untouched items ordered
+    by ``xxhash64(seed, example_id, item)``, or all of them when fewer than ``n`` exist.
 
     Returns: one row per example of ``need``: example_id, negatives (sorted ascending).
     """
-    n_items = max_index - 1
-    if n_items < 1:
-        return need.select(S.EXAMPLE_ID, F.array().cast("array<int>").alias(S.NEGATIVES))
-    touched = touched.select(ACTOR, S.ITEM_INDEX)
-    found: DataFrame | None = None
-    remaining = need.select(S.EXAMPLE_ID, ACTOR)
-    for factor in _ROUND_FACTORS:
-        draws = n * factor + _ROUND_MARGIN
-        candidates = remaining.select(
-            S.EXAMPLE_ID, ACTOR, F.explode(F.sequence(F.lit(0), F.lit(draws - 1))).alias(_K)
-        ).withColumn(S.ITEM_INDEX, _candidate_index(seed, n_items, F.col(_K)))
-        untouched = candidates.join(touched, [ACTOR, S.ITEM_INDEX], "left_anti")
-        first_draws = untouched.groupBy(S.EXAMPLE_ID, S.ITEM_INDEX).agg(F.min(_K).alias(_K))
-        # Iterative: each round's draws are computed once (checkpointed), not again for every
-        # later round and for the final union.
-        ordered = (
-            first_draws.groupBy(S.EXAMPLE_ID)
-            .agg(F.array_sort(F.collect_list(F.struct(_K, S.ITEM_INDEX))).alias("_drawn"))
-            .localCheckpoint()
-        )
-        complete = ordered.where(F.size("_drawn") >= n).select(
-            S.EXAMPLE_ID,
-            F.array_sort(F.transform(F.slice("_drawn", 1, n), lambda c: c[S.ITEM_INDEX])).alias(S.NEGATIVES),
-        )
-        found = complete if found is None else found.unionByName(complete)
-        remaining = remaining.join(complete.select(S.EXAMPLE_ID), [S.EXAMPLE_ID], "left_anti")
-    everything = remaining.select(
-        S.EXAMPLE_ID, ACTOR, F.explode(F.sequence(F.lit(2), F.lit(max_index))).alias(S.ITEM_INDEX)
-    )
-    untouched = everything.join(touched, [ACTOR, S.ITEM_INDEX], "left_anti").withColumn(
-        _K, F.xxhash64(F.lit(seed), F.col(S.EXAMPLE_ID), F.col(S.ITEM_INDEX))
-    )
-    exhaustive = (
-        remaining.select(S.EXAMPLE_ID)
-        .join(
-            untouched.groupBy(S.EXAMPLE_ID).agg(F.array_sort(F.collect_list(F.struct(_K, S.ITEM_INDEX))).alias("_all")),
-            [S.EXAMPLE_ID],
-            "left",
-        )
-        .select(
-            S.EXAMPLE_ID,
-            F.array_sort(
-                F.transform(F.slice(F.coalesce(F.col("_all"), F.array()), 1, n), lambda c: c[S.ITEM_INDEX])
-            ).alias(S.NEGATIVES),
-        )
-    )
-    assert found is not None
-    return found.unionByName(exhaustive)
+    joined = need.join(_touched_sets(touched), [ACTOR], "left")
+    return _with_negatives_of(joined, [S.EXAMPLE_ID], F.lit(True), seed, max_index, n)
 
 
 def with_negatives(examples_df: DataFrame, touched: DataFrame, max_index: int, n: int, seed: int) -> DataFrame:
@@ -277,8 +284,8 @@ def with_negatives(examples_df: DataFrame, touched: DataFrame, max_index: int, n
     Returns: one row per input row.
     """
     is_evaluation = F.col(S.SPLIT).isin(S.VALIDATION, S.TEST)
-    sampled = sample_negatives(examples_df.where(is_evaluation), touched, max_index, n, seed)
-    return examples_df.join(sampled, [S.EXAMPLE_ID], "left")
+    joined = examples_df.join(_touched_sets(touched), [ACTOR], "left")
+    return _with_negatives_of(joined, examples_df.columns, is_evaluation, seed, max_index, n)
 
 
 def with_shard(examples_df: DataFrame, num_shards: int) -> DataFrame:

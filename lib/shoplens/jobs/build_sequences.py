@@ -4,9 +4,9 @@
 For each dataset (every dataset in silver unless ``--dataset`` names some), as of run date R:
 
 1. ``gold.item_vocab``: counts each item's non-bot events of ``sequences.event_types`` with event
-   date <= R and MERGEs on (dataset, item_id): known items keep their index (only their count is
-   refreshed); items that reach ``sequences.min_item_count`` are inserted with the next indices in
-   the order (count descending, item_id). 0 is padding, 1 out of vocabulary.
+   date <= R and replaces the dataset's slice with its update: known items keep their index (only
+   their count is refreshed); items that reach ``sequences.min_item_count`` are added with the next
+   indices in the order (count descending, item_id). 0 is padding, 1 out of vocabulary.
 2. ``gold.sequence_examples``: rebuilt whole for the dataset (``replace_slice`` on dataset): it is
    a snapshot derived from silver and the vocabulary, like a materialised view. Grain ``user`` for
    identified users; grain ``session`` for datasets with sessions (``build_sessions`` first). The
@@ -29,9 +29,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, runs, sequences
+from shoplens import catalog, cli, deltars, runs, sequences
 from shoplens import schemas as S
-from shoplens.catalog import register_table
 from shoplens.config import Config, ConfigError
 from shoplens.ingest.rules import CANONICAL_EVENT_TYPES
 from shoplens.io import read_table, replace_slice
@@ -46,29 +45,39 @@ def _read(spark: SparkSession, spec: catalog.TableSpec, cfg: Config) -> DataFram
     return read_table(spark, location)
 
 
-def merge_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, run_date: dt.date) -> None:
-    """MERGEs the vocabulary updates of ``counted``'s datasets into gold.item_vocab (created when
-    absent); indices of known items are never written."""
-    from delta.tables import DeltaTable
+def update_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, dataset: str, run_date: dt.date) -> int:
+    """Replaces the dataset's slice of gold.item_vocab with its update by ``counted`` (the dataset's
+    counted events): known items keep their index and take their new count, new items that reach
+    ``sequences.min_item_count`` are numbered after the highest index, and known items that
+    ``counted`` no longer holds stay as they were. One overwrite of a table of items, not a MERGE:
+    the slice is computed whole either way, and the overwrite costs half the Spark jobs.
 
+    Returns: the rows of the dataset's vocabulary."""
     location = catalog.ITEM_VOCAB.location(cfg)
-    if not catalog.table_exists(spark, location):
-        create = DeltaTable.createIfNotExists(spark).location(location).addColumns(catalog.ITEM_VOCAB.schema)
-        runs.commit(spark, catalog.ITEM_VOCAB, cfg, create.execute)
-    register_table(spark, catalog.ITEM_VOCAB, cfg)
-    datasets = counted.select(S.DATASET).distinct()
-    vocab = read_table(spark, location).join(datasets, [S.DATASET], "left_semi")
-    updates = sequences.vocab_updates(
-        sequences.item_counts(counted), vocab, cfg.sequences.min_item_count, run_date
-    )
-    merge = (
-        DeltaTable.forPath(spark, location)
-        .alias("t")
-        .merge(catalog.ITEM_VOCAB.conform(updates).alias("s"), "t.dataset = s.dataset AND t.item_id = s.item_id")
-        .whenMatchedUpdate(condition="t.count <> s.count", set={S.COUNT: "s.count"})
-        .whenNotMatchedInsertAll()
-    )
-    runs.commit(spark, catalog.ITEM_VOCAB, cfg, merge.execute)
+    in_dataset = F.col(S.DATASET) == dataset
+    if catalog.table_exists(spark, location):
+        vocab = read_table(spark, location).where(in_dataset)
+    else:
+        vocab = spark.createDataFrame([], catalog.ITEM_VOCAB.schema)
+    counts = sequences.item_counts(counted.where(in_dataset))
+    updates = sequences.vocab_updates(counts, vocab, cfg.sequences.min_item_count, run_date)
+    absent = vocab.join(counts.select(S.DATASET, S.ITEM_ID), [S.DATASET, S.ITEM_ID], "left_anti")
+    slice_ = updates.unionByName(absent.select(*updates.columns))
+    return replace_slice(slice_, catalog.ITEM_VOCAB, cfg, {S.DATASET: dataset})
+
+
+def highest_index(spark: SparkSession, cfg: Config, dataset: str) -> int:
+    """The dataset's highest index in gold.item_vocab (1, out of vocabulary, when it has none): by
+    delta-rs' query engine where it reads (no Spark job), else by Spark."""
+    location = catalog.ITEM_VOCAB.location(cfg)
+    if runs.uses_deltalake(cfg, location):
+        where = deltars.condition(S.DATASET, dataset)
+        rows = deltars.query(location, f'SELECT max("{S.ITEM_INDEX}") AS m FROM t WHERE {where}')
+    else:
+        in_dataset = read_table(spark, location).where(F.col(S.DATASET) == dataset)
+        rows = in_dataset.agg(F.max(S.ITEM_INDEX).alias("m")).collect()
+    highest = rows[0]["m"] if rows else None
+    return S.OOV_INDEX if highest is None else int(highest)
 
 
 def build_dataset(
@@ -85,11 +94,11 @@ def build_dataset(
     Returns: the examples written by ``grain/split`` (counted on the cached examples after the write,
     not read back: the negatives and the shard add columns, never rows)."""
     seq = cfg.sequences
-    counted = sequences.counted_events(events, seq.event_types)
-    merge_vocab(spark, cfg, counted, run_date)
+    # Counted once: the vocabulary's counts and the timelines both read it.
+    counted = sequences.counted_events(events, seq.event_types).persist(StorageLevel.MEMORY_AND_DISK)
+    update_vocab(spark, cfg, counted, dataset, run_date)
     vocab = read_table(spark, catalog.ITEM_VOCAB.location(cfg)).where(F.col(S.DATASET) == dataset)
-    highest = vocab.agg(F.max(S.ITEM_INDEX).alias("m")).first()
-    max_index = int(highest["m"]) if highest and highest["m"] is not None else S.OOV_INDEX
+    max_index = highest_index(spark, cfg, dataset)
     labelled = sequences.with_split(sequences.with_item_index(counted, vocab), seq)
     labelled = labelled.persist(StorageLevel.MEMORY_AND_DISK)
     built = sequences.examples(labelled, S.GRAIN_USER, seq.max_len)
@@ -107,7 +116,7 @@ def build_dataset(
         )
         return {f"{r[S.GRAIN]}/{r[S.SPLIT]}": r["count"] for r in built.groupBy(S.GRAIN, S.SPLIT).count().collect()}
     finally:
-        for df in (touched, built, labelled):
+        for df in (touched, built, labelled, counted):
             df.unpersist()
 
 
