@@ -429,7 +429,8 @@ def test_rows_written_count_the_new_rows_only_when_a_replace_rewrites_shared_fil
 @pytest.mark.parametrize("writer", ["deltalake", "spark"])
 def test_a_slice_the_driver_holds_is_replaced_alike_by_delta_rs_and_spark(spark, fresh_cfg, writer):
     """io.replace_rows: the first write makes the table (Spark); later ones replace exactly their slice,
-    through delta-rs on a local warehouse (no Spark job) or Spark, with the same rows, types and tag."""
+    through delta-rs on a local warehouse (no Spark job) or Spark, with the same rows, types and tag;
+    io.small_query reads them back alike through either engine (no Spark job through delta-rs)."""
     import dataclasses
     from decimal import Decimal
 
@@ -437,7 +438,7 @@ def test_a_slice_the_driver_holds_is_replaced_alike_by_delta_rs_and_spark(spark,
     from pyspark.sql import types as T
 
     from shoplens.catalog import TableSpec
-    from shoplens.io import replace_rows
+    from shoplens.io import replace_rows, small_query
 
     cfg = dataclasses.replace(fresh_cfg, runs=dataclasses.replace(fresh_cfg.runs, record_writer=writer))
     schema = T.StructType([
@@ -459,6 +460,17 @@ def test_a_slice_the_driver_holds_is_replaced_alike_by_delta_rs_and_spark(spark,
     # One dataset of one day: the other dataset's row of that day and the other day are kept.
     assert replace_rows(spark, [row(d1, "a", "9.99"), row(d1, "a", "0.01")], spec, cfg, {"day": d1, "dataset": "a"}) == 2
     assert replace_rows(spark, [(d2, "a", False, Decimal("4.00"), at, {"t": 4})], spec, cfg, {"day": d2}) == 1
+    # io.small_query reads it back the same way: an aggregate, DISTINCT over an IN list, a quoted
+    # value, a LIMIT, and no table at all.
+    location = spec.location(cfg)
+    assert small_query(spark, cfg, location, "max(money) AS m, count(*) AS n", {"dataset": "a"}) == [
+        {"m": Decimal("9.99"), "n": 3}
+    ]
+    pairs = small_query(spark, cfg, location, "DISTINCT day, dataset", {"day": [d1, d2], "ok": True})
+    assert sorted((r["day"], r["dataset"]) for r in pairs) == [(d1, "a"), (d1, "b")]
+    assert small_query(spark, cfg, location, "1 AS found", {"dataset": "it's", "day": (d1, d2)}, limit=1) == []
+    assert small_query(spark, cfg, location, "1 AS found", {"day": []}) == []
+    assert small_query(spark, cfg, location + "_absent", "1 AS found", {"day": d1}) == []
     spark_jobs = len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
     spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
     assert (spark_jobs == 0) == (writer == "deltalake")

@@ -78,14 +78,6 @@ def read_rows(location: str, filters: Sequence[tuple[str, str, Any]], columns: S
     return frame.to_pylist()
 
 
-def distinct_rows(location: str, columns: Sequence[str], predicate: str) -> list[dict]:
-    """The distinct ``columns`` of the rows matching ``predicate`` (delta-rs' SQL), computed by
-    delta-rs' own query engine (DataFusion) in this process: files are pruned by partition in the
-    log, the rest streams through the aggregation, and only the distinct rows come back."""
-    selected = ", ".join(f'"{c}"' for c in columns)
-    return query(location, f"SELECT DISTINCT {selected} FROM t WHERE {predicate}")
-
-
 def query(location: str, sql: str) -> list[dict]:
     """The rows of ``sql`` (delta-rs' SQL, the table named ``t``) run by DataFusion in this process:
     for an aggregate or a few rows; the table's data streams through, only the result comes back."""

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import runs
+from shoplens import deltars, runs
 from shoplens import schemas as S
 from shoplens.catalog import TableSpec, register_table, table_version
 from shoplens.config import Config
@@ -180,8 +180,6 @@ def replace_rows(
     replaced by delta-rs in one tagged commit of the run, with no Spark job (a Spark write of a few
     rows costs a second or two of snapshot and write jobs on a small night); elsewhere, and for the
     table's first write, by Spark. Returns the rows written."""
-    from shoplens import deltars
-
     rows = [tuple(r[f.name] for f in spec.schema.fields) if isinstance(r, Mapping) else tuple(r) for r in rows]
     location = spec.location(cfg)
     if not (runs.uses_deltalake(cfg, location) and deltars.table_exists(location)):
@@ -198,6 +196,51 @@ def replace_rows(
     register_table(spark, spec, cfg)
     log.info("wrote %d rows to %s where %s (delta-rs)", written, spec.name, predicate)
     return written
+
+
+def small_query(
+    spark: SparkSession,
+    cfg: Config,
+    location: str,
+    select: str | Sequence[str],
+    where: Mapping[str, object],
+    limit: int | None = None,
+) -> list[dict]:
+    """``SELECT {select} WHERE {where} [LIMIT {limit}]`` over the Delta table at ``location``, for an
+    aggregate or a few rows: by delta-rs' query engine (DataFusion, in this process: no Spark job,
+    no file listing job) where it reads (``runs.uses_deltalake``), else by Spark. [] when there is
+    no table there.
+
+    ``select`` is column names (quoted for each engine) or SQL both engines read alike (plain
+    column names, standard aggregates, ``DISTINCT``); ``where`` maps a column to a value, an
+    inclusive ``(low, high)`` pair or a list of values (``IN``), each rendered in the engine's own
+    quoting.
+
+    Returns: the result's rows as dicts.
+    """
+    tail = f" LIMIT {int(limit)}" if limit is not None else ""
+    if runs.uses_deltalake(cfg, location):
+        if not deltars.table_exists(location):
+            return []
+        predicate = " AND ".join(
+            _in_list(f'"{c}"', v, deltars.sql_literal) if isinstance(v, list) else deltars.condition(c, v)
+            for c, v in where.items()
+        )
+        selected = select if isinstance(select, str) else ", ".join(f'"{c}"' for c in select)
+        return deltars.query(location, f"SELECT {selected} FROM t WHERE {predicate}{tail}")
+    if table_version(spark, location) < 0:
+        return []
+    predicate = " AND ".join(
+        _in_list(f"`{c}`", v, _sql_literal) if isinstance(v, list) else _condition(c, v) for c, v in where.items()
+    )
+    selected = select if isinstance(select, str) else ", ".join(f"`{c}`" for c in select)
+    rows = spark.sql(f"SELECT {selected} FROM {{t}} WHERE {predicate}{tail}", t=read_table(spark, location)).collect()
+    return [r.asDict() for r in rows]
+
+
+def _in_list(column: str, values: list, literal: Callable[[object], str]) -> str:
+    """``column IN (...)`` (false for no value), ``column`` already quoted for its engine."""
+    return f"{column} IN ({', '.join(literal(v) for v in values)})" if values else "false"
 
 
 class TableNotFound(FileNotFoundError):

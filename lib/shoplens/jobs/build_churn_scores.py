@@ -30,12 +30,12 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, deltars, runs
+from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.churn import evaluate
 from shoplens.churn.examples import feature_names, labelled, with_features
 from shoplens.config import ChurnConfig, Config
-from shoplens.io import read_table, replace_rows, replace_slice
+from shoplens.io import read_table, replace_rows, replace_slice, small_query
 from shoplens.metrics import Metric, write_metrics
 
 log = logging.getLogger(__name__)
@@ -136,13 +136,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
 
 def present_snapshots(spark: SparkSession, cfg: Config, wanted: Sequence[dt.date]) -> list[Any]:
     """The (dataset, snapshot_date) pairs of gold.user_profiles among the ``wanted`` snapshot dates
-    (at most len(wanted) per dataset): by delta-rs where it reads (no Spark job), else by Spark."""
-    location = catalog.USER_PROFILES.location(cfg)
-    if runs.uses_deltalake(cfg, location):
-        predicate = " OR ".join(f"({deltars.condition(S.SNAPSHOT_DATE, d)})" for d in wanted)
-        return deltars.distinct_rows(location, [S.DATASET, S.SNAPSHOT_DATE], predicate)
-    rows = read_table(spark, location).where(F.col(S.SNAPSHOT_DATE).isin(list(wanted)))
-    return rows.select(S.DATASET, S.SNAPSHOT_DATE).distinct().collect()
+    (at most len(wanted) per dataset), by delta-rs where it reads (:func:`shoplens.io.small_query`)."""
+    select = f"DISTINCT {S.DATASET}, {S.SNAPSHOT_DATE}"
+    return small_query(spark, cfg, catalog.USER_PROFILES.location(cfg), select, {S.SNAPSHOT_DATE: list(wanted)})
 
 
 def fit_settings(cfg: ChurnConfig, names: list[str]) -> str:
@@ -162,25 +158,15 @@ def latest_fits(spark: SparkSession, cfg: Config, run_date: dt.date, settings: s
     """Each dataset's latest fit before ``run_date`` that it may reuse: fitted fewer than
     ``churn.refit_every_days`` days before, with the same settings. A fit of ``run_date`` itself is
     not reused (a re-run of the date fits again, as its first run did)."""
-    location = catalog.CHURN_MODELS.location(cfg)
     every = cfg.churn.refit_every_days
     if every <= 1:
         return {}
     oldest = run_date - dt.timedelta(days=every)
     # At most refit_every_days rows per dataset: read by delta-rs where it reads (no Spark job).
-    if runs.uses_deltalake(cfg, location):
-        if not deltars.table_exists(location):
-            return {}
-        columns = [f.name for f in catalog.CHURN_MODELS.schema.fields]
-        rows = deltars.read_rows(location, [(S.FIT_DATE, "<", run_date), (S.FIT_DATE, ">", oldest)], columns)
-    else:
-        if not catalog.table_exists(spark, location):
-            return {}
-        rows = (
-            read_table(spark, location)
-            .where((F.col(S.FIT_DATE) < F.lit(run_date)) & (F.col(S.FIT_DATE) > F.lit(oldest)))
-            .collect()
-        )
+    day = dt.timedelta(days=1)
+    columns = [f.name for f in catalog.CHURN_MODELS.schema.fields]
+    location = catalog.CHURN_MODELS.location(cfg)
+    rows = small_query(spark, cfg, location, columns, {S.FIT_DATE: (oldest + day, run_date - day)})
     latest: dict[str, Any] = {}
     for row in sorted(rows, key=lambda r: r[S.FIT_DATE]):
         latest[row[S.DATASET]] = row
@@ -194,18 +180,7 @@ def fit_importances(spark: SparkSession, cfg: Config, dataset: str, fit_date: dt
     of loading the logistic regression only to recompute them (a dozen small Spark jobs)."""
     location = catalog.CHURN_FEATURE_IMPORTANCE.location(cfg)
     columns = [f.name for f in catalog.CHURN_FEATURE_IMPORTANCE.schema.fields]
-    if runs.uses_deltalake(cfg, location):
-        if not deltars.table_exists(location):
-            return []
-        rows = deltars.read_rows(location, [(S.RUN_DATE, "=", fit_date), (S.DATASET, "=", dataset)], columns)
-    else:
-        if not catalog.table_exists(spark, location):
-            return []
-        rows = (
-            read_table(spark, location)
-            .where((F.col(S.RUN_DATE) == F.lit(fit_date)) & (F.col(S.DATASET) == dataset))
-            .collect()
-        )
+    rows = small_query(spark, cfg, location, columns, {S.RUN_DATE: fit_date, S.DATASET: dataset})
     return sorted(tuple(row[c] for c in columns) for row in rows)
 
 

@@ -29,11 +29,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, deltars, runs, sequences
+from shoplens import catalog, cli, sequences
 from shoplens import schemas as S
 from shoplens.config import Config, ConfigError
 from shoplens.ingest.rules import CANONICAL_EVENT_TYPES
-from shoplens.io import read_table, replace_slice
+from shoplens.io import read_table, replace_slice, small_query
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +67,10 @@ def update_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, dataset: 
 
 
 def highest_index(spark: SparkSession, cfg: Config, dataset: str) -> int:
-    """The dataset's highest index in gold.item_vocab (1, out of vocabulary, when it has none): by
-    delta-rs' query engine where it reads (no Spark job), else by Spark."""
-    location = catalog.ITEM_VOCAB.location(cfg)
-    if runs.uses_deltalake(cfg, location):
-        where = deltars.condition(S.DATASET, dataset)
-        rows = deltars.query(location, f'SELECT max("{S.ITEM_INDEX}") AS m FROM t WHERE {where}')
-    else:
-        in_dataset = read_table(spark, location).where(F.col(S.DATASET) == dataset)
-        rows = in_dataset.agg(F.max(S.ITEM_INDEX).alias("m")).collect()
-    highest = rows[0]["m"] if rows else None
+    """The dataset's highest index in gold.item_vocab (1, out of vocabulary, when it has none), by
+    delta-rs where it reads (:func:`shoplens.io.small_query`)."""
+    found = small_query(spark, cfg, catalog.ITEM_VOCAB.location(cfg), f"max({S.ITEM_INDEX}) AS m", {S.DATASET: dataset})
+    highest = found[0]["m"] if found else None
     return S.OOV_INDEX if highest is None else int(highest)
 
 

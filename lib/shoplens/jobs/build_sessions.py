@@ -30,10 +30,10 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, deltars, runs, sessions
+from shoplens import catalog, cli, sessions
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_slice
+from shoplens.io import read_table, replace_slice, small_query
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +90,9 @@ def plan(cfg: Config, run_date: dt.date, dataset: str, is_incremental: bool) -> 
 
 
 def _has_sessions(spark: SparkSession, cfg: Config, dataset: str) -> bool:
-    """Whether gold.sessions holds a session of ``dataset``: by delta-rs' query engine where it
-    reads (no Spark job; it stops at the first row), else by Spark."""
-    location = catalog.SESSIONS.location(cfg)
-    if runs.uses_deltalake(cfg, location):
-        if not deltars.table_exists(location):
-            return False
-        where = deltars.condition(S.DATASET, dataset)
-        return bool(deltars.query(location, f"SELECT 1 AS found FROM t WHERE {where} LIMIT 1"))
-    if not catalog.table_exists(spark, location):
-        return False
-    rows = read_table(spark, location).where(F.col(S.DATASET) == dataset).limit(1)
-    return rows.count() > 0
+    """Whether gold.sessions holds a session of ``dataset`` (by delta-rs where it reads, stopping at
+    the first row: :func:`shoplens.io.small_query`)."""
+    return bool(small_query(spark, cfg, catalog.SESSIONS.location(cfg), "1 AS found", {S.DATASET: dataset}, limit=1))
 
 
 def _between(column: str, low: dt.date | None, high: dt.date | None) -> Column:

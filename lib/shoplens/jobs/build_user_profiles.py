@@ -22,10 +22,10 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shoplens import catalog, cli, deltars, runs
+from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_rows, replace_slice
+from shoplens.io import read_table, replace_rows, replace_slice, small_query
 from shoplens.profiles import clusters, features, rfm, summary
 
 log = logging.getLogger(__name__)
@@ -122,25 +122,11 @@ def _model_for(
 
 def _latest_fit(spark: SparkSession, cfg: Config, dataset: str, snapshot: dt.date) -> dict | None:
     """The dataset's registry row with the latest fit date up to ``snapshot`` (a handful of rows per
-    dataset: read by delta-rs where it reads, else by Spark); None without one."""
-    registry = catalog.CLUSTER_MODELS.location(cfg)
+    dataset: read by delta-rs where it reads, :func:`shoplens.io.small_query`); None without one."""
     columns = [S.FIT_DATE, S.MODEL_PATH, S.DETAILS]
-    if runs.uses_deltalake(cfg, registry):
-        if not deltars.table_exists(registry):
-            return None
-        found = deltars.read_rows(registry, [(S.DATASET, "=", dataset), (S.FIT_DATE, "<=", snapshot)], columns)
-        return max(found, key=lambda r: r[S.FIT_DATE]) if found else None
-    if not catalog.table_exists(spark, registry):
-        return None
-    latest = (
-        read_table(spark, registry)
-        .where((F.col(S.DATASET) == dataset) & (F.col(S.FIT_DATE) <= F.lit(snapshot)))
-        .orderBy(F.desc(S.FIT_DATE))
-        .limit(1)
-        .select(*columns)
-        .collect()
-    )
-    return latest[0].asDict() if latest else None
+    where = {S.DATASET: dataset, S.FIT_DATE: (dt.date.min, snapshot)}
+    found = small_query(spark, cfg, catalog.CLUSTER_MODELS.location(cfg), columns, where)
+    return max(found, key=lambda r: r[S.FIT_DATE]) if found else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
