@@ -307,6 +307,8 @@ def test_shard_files_of_a_pinned_version_are_read_without_spark(spark, built):
 
 
 def test_vocabulary_indices_never_change_and_new_items_follow_count_then_id(spark, fresh_cfg):
+    """Known items keep their index, new ones are numbered after the highest by count then id, and a
+    known item no longer counted stays."""
     d1, d2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 
     def views(prefix, day, user, item, n, **kw):
@@ -327,6 +329,14 @@ def test_vocabulary_indices_never_change_and_new_items_follow_count_then_id(spar
         S.ITEM_VOCAB,
     )
     assertDataFrameEqual(_table(spark, catalog.ITEM_VOCAB, fresh_cfg), expected)
+    # A known item whose events are gone from silver keeps its row (the slice is replaced whole).
+    d3 = dt.date(2024, 1, 3)
+    write_all_silver(spark, fresh_cfg, [e for e in second if e.item_id != "a"] + views("f", d3, "u7", "f", 2))
+    build_sequences.run(spark, fresh_cfg, d3)
+    assertDataFrameEqual(
+        _table(spark, catalog.ITEM_VOCAB, fresh_cfg),
+        expected.unionByName(spark.createDataFrame([("landing", "f", 7, d3, 2)], S.ITEM_VOCAB)),
+    )
 
 
 PUBLIC_DATA = CONF_DIR.parent.parent / "shared" / "data"

@@ -33,7 +33,8 @@ _TOUCHED = "_touched"
 _DRAWN = "_drawn"
 
 # Candidate draws per example in each round of negative sampling, as a multiple of the number
-# wanted (plus a margin): later rounds are 4 times larger. See :func:`with_negatives`.
+# wanted (plus a margin); a later round is drawn only for an example the earlier left short. See
+# :func:`_with_negatives_of`.
 _ROUND_FACTORS = (1, 4, 32)
 _ROUND_MARGIN = 32
 
