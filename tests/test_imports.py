@@ -39,3 +39,23 @@ def test_jobs_that_never_train_import_neither_tensorflow_nor_horovod():
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
     assert json.loads(probe.stdout.strip().splitlines()[-1]) == {}, "heavy package: the module that imported it"
+
+
+def test_a_spark_submitted_driver_imports_the_installed_pyspark_not_its_zip():
+    """spark-submit puts pyspark.zip first on the driver's path; importing shoplens takes the zip of
+    the installed package out, so pyspark's modules come compiled from the package itself."""
+    import pyspark
+
+    from shoplens import _installed_spark_zips
+
+    lib = os.path.join(os.path.dirname(pyspark.__file__), "python", "lib")
+    zips = sorted(os.path.join(lib, name) for name in os.listdir(lib) if name.endswith(".zip"))
+    assert [os.path.basename(z) for z in zips] == ["py4j-0.10.9.9-src.zip", "pyspark.zip"]
+    probe = "import shoplens.jobs.build_user_activity, pyspark, py4j, json; print(json.dumps([pyspark.__file__, py4j.__file__]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*zips, str(ROOT / "lib")])}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert all(".zip" not in f for f in json.loads(run.stdout.strip().splitlines()[-1]))
+    # A Spark distribution's own zip (no installed package around it) is what its driver must use.
+    assert _installed_spark_zips(["/opt/spark/python/lib/pyspark.zip", *zips, "/opt/py4j-0.10.9.1-src.zip"]) == zips
+    assert _installed_spark_zips([os.path.join(lib, "py4j-0.10.9.1-src.zip")]) == []
