@@ -322,6 +322,8 @@ def test_the_nightly_dag_runs_consecutive_days_on_the_standalone_cluster(
             # only guards against a hang. A failed try would wait retry_delay: stop instead.
             env, timeout_s=3600, abort_on="up_for_retry",
         )
+        # Kept beside the warehouse: each task's log lines and times, for a run that passed too.
+        (workspace / f"airflow-dags-test-{day}.log").write_text(out)
         assert code == 0 and not aborted, f"{day}: {aborted}\n{out[-8000:]}"
         app_ids = re.findall(r"Connected to Spark cluster with app ID (app-[0-9-]+)", out)
         apps = {app["id"]: app for app in cluster.master_state(cluster.default_layout())["completedapps"]}
