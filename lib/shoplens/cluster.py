@@ -77,10 +77,23 @@ def _daemon_env(layout: ClusterLayout) -> dict[str, str]:
 def _alive(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().strip())
+        if _reaped(pid):
+            return None
         os.kill(pid, 0)
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return None
     return pid
+
+
+def _reaped(pid: int) -> bool:
+    """Whether ``pid`` is a child of this process that has exited (now reaped). A daemon that
+    :func:`up` started in this process stays a zombie after it stops until it is reaped, and a zombie
+    still answers ``kill(pid, 0)``: `down` then waited its whole timeout for each daemon."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not a child of this process: started by another one
+        return False
+    return done == pid
 
 
 def _start(layout: ClusterLayout, daemon: str, args: list[str]) -> None:
