@@ -27,11 +27,53 @@ def _is_serial(item: pytest.Item) -> bool:
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups tests for pytest-xdist's loadgroup: the cluster's and Airflow's tests together, every
-    other test with its file (so a module's fixtures are built once), and the longest group first."""
+    other test with its file (so a module's fixtures are built once)."""
     for item in items:
         group = SERIAL_GROUP if _is_serial(item) else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: not _is_serial(item))
+
+
+# What each group cost in `make test` (seconds of one worker, the other one busy beside it; the run
+# of 2026-12-07 in docs/BENCHMARKS.md). Only the order matters: the scheduler hands out the costliest
+# group left, so the long ones start first and the short ones fill in at the end (longest processing
+# time first). A group not listed counts DEFAULT_TEST_SECONDS per test.
+GROUP_SECONDS = {
+    SERIAL_GROUP: 1680,
+    "tests/test_runs.py": 490,
+    "tests/test_backfill.py": 400,
+    "tests/test_pipeline_and_tables.py": 340,
+    "tests/test_adapters.py": 250,
+    "tests/test_recommendations.py": 190,
+    "tests/test_train_next_item.py": 185,
+    "tests/test_sequences.py": 155,
+    "tests/test_profiles.py": 145,
+    "tests/test_silver_events.py": 140,
+    "tests/test_demo_reconciliation.py": 130,
+    "tests/test_sessions.py": 130,
+    "tests/test_churn_value.py": 110,
+    "tests/test_bulk_history.py": 75,
+}
+DEFAULT_TEST_SECONDS = 5
+
+
+def group_cost(group: str, tests: int) -> float:
+    return GROUP_SECONDS.get(group, DEFAULT_TEST_SECONDS * tests)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist's loadgroup, but costliest group first. xdist orders the groups by their number
+    of tests, which started the one-day DAG (a few tests, twenty minutes) last, as the run's tail."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    class CostliestGroupFirst(LoadGroupScheduling):
+        def _assign_work_unit(self, node) -> None:
+            costliest = max(self.workqueue, key=lambda group: group_cost(group, len(self.workqueue[group])))
+            self.workqueue.move_to_end(costliest, last=False)
+            super()._assign_work_unit(node)
+
+    return CostliestGroupFirst(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +85,10 @@ def root() -> Path:
 # DAG): two partitions per shuffle and per Delta snapshot, one ALS grid point, one k for the clusters
 # and tiny next-item models (both candidates still train). Such runs prove the wiring, not quality.
 # Short leases so that a run after a killed one breaks its locks in seconds, not minutes.
+# For JVMs that live for one job on a tiny shop (spark-submitted applications, killed and retried
+# jobs): C1 only. A cluster application of the DAG's size took 40 s with the default JIT and 27 s
+# with this; the tests' long-lived local session is faster with C2 (docs/BENCHMARKS.md).
+ONE_JOB_JVM = "spark.jit=c1"
 FAST_RUNS = ("runs.lease_s=2", "runs.heartbeat_s=0.5", "runs.poll_s=0.2", "runs.lock_wait_s=30")
 SMALL_SHOP_OVERRIDES = (
     "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2",
