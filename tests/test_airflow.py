@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SMALL_SHOP_OVERRIDES
+from .conftest import ONE_JOB_JVM, SMALL_SHOP_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -73,7 +73,7 @@ def _write_spec(spec: Path, env: str, warehouse: Path, landing: Path) -> None:
         [sys.executable, "-m", "shoplens.submit", "ingest_landing", "--run-date", "2024-01-01",
          "--env", env, "--conf-dir", str(CONF_DIR),
          "--set", f"paths.warehouse={warehouse}", "--set", f"paths.landing={landing}",
-         *[arg for item in SMALL_SHOP_OVERRIDES for arg in ("--set", item)],
+         *[arg for item in (*SMALL_SHOP_OVERRIDES, ONE_JOB_JVM) for arg in ("--set", item)],
          "--write-spec", str(spec)],
         check=True, cwd=ROOT, env={**os.environ, "SHOPLENS_CONF_DIR": str(CONF_DIR)},
     )

@@ -39,6 +39,7 @@ def test_remote_paths_are_kept_as_given():
         (["horovod.num_proc=1.5"], r"horovod.num_proc: expected an integer"),
         (["horovod.use_gpu=1"], r"horovod.use_gpu: expected true or false"),
         (["nonsense"], r"not of the form key.path=value"),
+        (["spark.jit=c2"], r"spark.jit: one of tiered, c1, got 'c2'"),
     ],
 )
 def test_bad_configuration_is_rejected_with_the_key(overrides, message):
@@ -174,6 +175,15 @@ def _nodes(plan) -> list:
         children = node.children()
         stack.extend(children.apply(i) for i in range(children.size()))
     return found
+
+
+def test_the_c1_jit_reaches_the_driver_and_the_executors_after_their_own_options():
+    custom = ["spark.conf.spark.driver.extraJavaOptions=-Dmine=1", "spark.conf.spark.executor.extraJavaOptions=-Dtheirs=2"]
+    tiered = spark_conf(load_config("cluster", CONF, ["paths.jvm_archive=", *custom]))
+    assert (tiered["spark.driver.extraJavaOptions"], tiered["spark.executor.extraJavaOptions"]) == ("-Dmine=1", "-Dtheirs=2")
+    c1 = spark_conf(load_config("cluster", CONF, ["paths.jvm_archive=", *custom, "spark.jit=c1"]))
+    assert c1["spark.driver.extraJavaOptions"] == "-Dmine=1 -XX:TieredStopAtLevel=1"
+    assert c1["spark.executor.extraJavaOptions"] == "-Dtheirs=2 -XX:TieredStopAtLevel=1"
 
 
 def test_the_jvm_class_archive_is_used_only_where_the_file_is(tmp_path):

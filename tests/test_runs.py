@@ -24,7 +24,7 @@ from shoplens.io import LandingNotFound
 from shoplens.jobs import build_silver_events, ingest_landing
 from shoplens.locks import Lock, LockLost, LockTimeout
 
-from .conftest import CONF_DIR, FAST_RUNS, ROOT
+from .conftest import CONF_DIR, FAST_RUNS, ONE_JOB_JVM, ROOT
 
 DAY1, DAY2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 INGEST_TABLES = (catalog.BRONZE_EVENTS, catalog.QUARANTINE, catalog.QUALITY_RESULTS)
@@ -34,6 +34,7 @@ def _overrides(warehouse, landing) -> list[str]:
     return [
         f"paths.warehouse={warehouse}", f"paths.landing={landing}",
         "spark.conf.spark.sql.shuffle.partitions=2", "spark.conf.spark.default.parallelism=2", *FAST_RUNS,
+        ONE_JOB_JVM,
     ]
 
 

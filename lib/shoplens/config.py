@@ -43,10 +43,21 @@ class PathsConfig:
     jvm_archive: str = ""
 
 
+# The JVMs' just-in-time compilers (driver and executors): "tiered" is the JVM's default, C1 then
+# C2 for hot code; "c1" stops at C1, which compiles sooner and with a fraction of the CPU, and
+# C2's faster code never pays back on small data in a short-lived JVM (docs/BENCHMARKS.md).
+JIT_MODES = ("tiered", "c1")
+
+
 @dataclass(frozen=True)
 class SparkConfig:
     master: str
     conf: Mapping[str, str] = field(default_factory=dict)
+    jit: str = "tiered"
+
+    def __post_init__(self) -> None:
+        if self.jit not in JIT_MODES:
+            raise ConfigError(f"spark.jit: one of {', '.join(JIT_MODES)}, got {self.jit!r}")
 
 
 @dataclass(frozen=True)

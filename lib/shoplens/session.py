@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 DELTA_VERSION = "4.0.0"
 DELTA_JARS = (f"delta-spark_2.13-{DELTA_VERSION}.jar", f"delta-storage-{DELTA_VERSION}.jar")
 REQUIRED_JAVA_MAJOR = 17
+# spark.jit: c1 (config.JIT_MODES).
+C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 # Settings that only take effect when they reach the JVM at start-up (spark-submit or gateway launch).
 _LAUNCH_ONLY = ("spark.driver.memory", "spark.driver.cores", "spark.driver.extraJavaOptions", "spark.jars")
@@ -67,10 +69,17 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     if jars:
         conf["spark.jars"] = ",".join(jars)
     conf.update(cfg.spark.conf)
-    archive = jvm_archive.driver_options(cfg)
-    if archive:
-        conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {archive}".strip()
+    driver_options = [jvm_archive.driver_options(cfg)]
+    if cfg.spark.jit == "c1":
+        driver_options.append(C1_ONLY)
+        _append_option(conf, "spark.executor.extraJavaOptions", C1_ONLY)
+    _append_option(conf, "spark.driver.extraJavaOptions", " ".join(o for o in driver_options if o))
     return conf
+
+
+def _append_option(conf: dict[str, str], key: str, option: str) -> None:
+    if option:
+        conf[key] = f"{conf.get(key, '')} {option}".strip()
 
 
 def build_session(cfg: Config, app_name: str, register: bool = True) -> SparkSession:
