@@ -18,7 +18,7 @@ from shoplens import catalog, package, submit
 from shoplens import schemas as S
 from shoplens.demo import FIXTURE_LANDING
 
-from .conftest import ROOT
+from .conftest import ONE_JOB_JVM, ROOT
 from .test_horovod import assert_ranks_agree_after_training
 
 pytestmark = pytest.mark.cluster
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory) -> submit.SubmitSpec:
     dist = tmp_path_factory.mktemp("dist")
-    return package.build(dist, ROOT / "build", package._base_interpreter(str(ROOT / ".venv" / "bin" / "python")))
+    python = package._base_interpreter(str(ROOT / ".venv" / "bin" / "python"))
+    return package.build(dist, ROOT / "build", python, [ONE_JOB_JVM])
 
 
 def test_package_holds_what_a_cluster_needs(packaged):
@@ -35,6 +36,7 @@ def test_package_holds_what_a_cluster_needs(packaged):
     assert spec_on_disk == packaged
     assert packaged.archives[0].endswith("shoplens-env.tar.gz#environment")
     assert packaged.conf["spark.pyspark.python"] == "./environment/bin/python"
+    assert packaged.conf["spark.executor.extraJavaOptions"].endswith("-XX:TieredStopAtLevel=1")  # the override
     assert all(Path(j).is_file() for j in packaged.conf["spark.jars"].split(","))
     listing = subprocess.run(["tar", "tzf", packaged.archives[0].split("#")[0]], capture_output=True, text=True, check=True).stdout
     assert "lib/python3.11/site-packages/tensorflow/__init__.py" in listing

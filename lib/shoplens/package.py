@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from shoplens.config import load_config
@@ -91,8 +92,9 @@ def build_env_archive(build_dir: Path, python: str) -> Path:
     return out
 
 
-def build(dist: Path, build_dir: Path, python: str) -> SubmitSpec:
-    """Builds ``dist/`` (see the module docstring) and returns the SubmitSpec it wrote."""
+def build(dist: Path, build_dir: Path, python: str, overrides: Sequence[str] = ()) -> SubmitSpec:
+    """Builds ``dist/`` (see the module docstring) and returns the SubmitSpec it wrote; ``overrides``
+    (``key.path=value``) apply to the cluster configuration its Spark settings come from."""
     from shoplens.session import spark_conf
 
     dist.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def build(dist: Path, build_dir: Path, python: str) -> SubmitSpec:
     zip_path = build_zip(ROOT / "lib" / "shoplens", dist / "shoplens.zip")
     archive = _link_or_copy(build_env_archive(build_dir, python), dist / ENV_ARCHIVE)
 
-    cfg = load_config("cluster", dist / "conf")
+    cfg = load_config("cluster", dist / "conf", list(overrides))
     conf = spark_conf(cfg)
     driver_python = str(build_dir / "pack-venv" / "bin" / "python")
     conf["spark.pyspark.python"] = PACKED_PYTHON
@@ -146,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build")
     parser.add_argument("--python", default=sys.executable, help="interpreter the packed venv is made from")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="a cluster configuration override for the packaged Spark settings (repeatable)")
     args = parser.parse_args(argv)
     python = str(Path(args.python).resolve()) if "/" in args.python else args.python
-    spec = build(args.out.resolve(), args.build_dir.resolve(), _base_interpreter(python))
+    spec = build(args.out.resolve(), args.build_dir.resolve(), _base_interpreter(python), args.overrides)
     print(spec.to_json())
     return 0
 
