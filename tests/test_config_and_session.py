@@ -195,6 +195,11 @@ def test_the_jvm_class_archive_is_used_only_where_the_file_is(tmp_path):
     options = spark_conf(cfg)["spark.driver.extraJavaOptions"]
     assert options == f"-Dmine=1 -XX:SharedArchiveFile={archive} -Xshare:auto"  # auto: a stale file is ignored
     assert "SharedArchiveFile" not in spark_conf(cfg).get("spark.executor.extraJavaOptions", "")
+    # Executors map it only where they run on this machine: the standalone cluster on 127.0.0.1.
+    on_this_machine = spark_conf(load_config("cluster", CONF, [f"paths.jvm_archive={archive}"]))
+    assert on_this_machine["spark.executor.extraJavaOptions"].endswith(f"-XX:SharedArchiveFile={archive} -Xshare:auto")
+    elsewhere = load_config("cluster", CONF, [f"paths.jvm_archive={archive}", "spark.executor_class_archive=false"])
+    assert "SharedArchiveFile" not in spark_conf(elsewhere)["spark.executor.extraJavaOptions"]
     off = load_config("local", CONF, ["paths.jvm_archive="])
     assert "SharedArchiveFile" not in spark_conf(off)["spark.driver.extraJavaOptions"]
     relative = load_config("local", CONF, [])

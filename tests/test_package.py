@@ -51,7 +51,8 @@ def test_packaged_ingest_runs_on_the_cluster(packaged, standalone_cluster, tmp_p
     spec = dataclasses.replace(
         packaged,
         master=standalone_cluster,
-        overrides=(f"paths.warehouse={tmp_path / 'wh'}", f"paths.landing={tmp_path / 'landing'}"),
+        # The job's own session sets the executors' options from its configuration: C1 there too.
+        overrides=(f"paths.warehouse={tmp_path / 'wh'}", f"paths.landing={tmp_path / 'landing'}", ONE_JOB_JVM),
     )
     argv = submit.command(spec, "ingest_landing", "2024-01-02", submit.spark_submit_path())
     result = subprocess.run(argv, env=submit.submit_env(spec), capture_output=True, text=True, check=False)
@@ -73,7 +74,7 @@ def test_packaged_ingest_runs_on_the_cluster(packaged, standalone_cluster, tmp_p
 
 @pytest.mark.horovod
 def test_packaged_horovod_trains_in_the_shipped_environment_on_the_executors(packaged, standalone_cluster, tmp_path):
-    spec = dataclasses.replace(packaged, master=standalone_cluster, overrides=(f"paths.warehouse={tmp_path / 'wh'}",))
+    spec = dataclasses.replace(packaged, master=standalone_cluster, overrides=(f"paths.warehouse={tmp_path / 'wh'}", ONE_JOB_JVM))
     argv = submit.command(spec, "check_horovod", "2024-01-02", submit.spark_submit_path())
     result = subprocess.run(argv, env=submit.submit_env(spec), capture_output=True, text=True, check=False, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:]

@@ -54,6 +54,9 @@ class SparkConfig:
     master: str
     conf: Mapping[str, str] = field(default_factory=dict)
     jit: str = "tiered"
+    # Executors map paths.jvm_archive too: only where they run on the machine that has the file,
+    # as on the standalone cluster on 127.0.0.1 (conf/cluster.yaml).
+    executor_class_archive: bool = False
 
     def __post_init__(self) -> None:
         if self.jit not in JIT_MODES:

@@ -12,9 +12,10 @@ append, replace a slice, MERGE, DELETE, time travel, joins, windows, an ML fit) 
 ``-XX:SharedArchiveFile`` (:func:`driver_options`) when that file exists on the machine that starts
 it. The JVM checks the archive against its own version and class path and, with ``-Xshare:auto``,
 ignores one that does not match (a warning line) or is missing: the archive makes starts faster and
-never makes one fail. Executors on other machines are not touched. Rebuild it after changing Java or
-Spark: ``rm -f .jvm/*.jsa .stamps/jvm-archive && make setup`` (the Makefile rebuilds it when the Spark
-lock file changes).
+never makes one fail. Executors map it only with ``spark.executor_class_archive`` (the standalone
+cluster on 127.0.0.1, whose executors run on this machine with the driver's class path). Rebuild it
+after changing Java or Spark: ``rm -f .jvm/*.jsa .stamps/jvm-archive && make setup`` (the Makefile
+rebuilds it when the Spark lock file changes).
 """
 
 from __future__ import annotations

@@ -70,6 +70,8 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         conf["spark.jars"] = ",".join(jars)
     conf.update(cfg.spark.conf)
     driver_options = [jvm_archive.driver_options(cfg)]
+    if cfg.spark.executor_class_archive:
+        _append_option(conf, "spark.executor.extraJavaOptions", driver_options[0])
     if cfg.spark.jit == "c1":
         driver_options.append(C1_ONLY)
         _append_option(conf, "spark.executor.extraJavaOptions", C1_ONLY)
