@@ -189,14 +189,16 @@ def commit_silver(
         ]
         summary = _summary(target.run_date, counts)
         per_date = [_summary(day, [c for c in counts if c[0] == day]) for day in sorted({c[0] for c in counts})]
-        # Cached: the first deliveries feed the new events and the duplicates, and the new events
-        # feed the actor-days they touch, the rows they replace and the bot flags. Uncached, each
-        # use shuffled the night's rows for the delivery rank again (docs/BENCHMARKS.md).
-        ranked = silver.with_delivery_rank(staged.where(F.col(S.REASON).isNull())).persist(
-            StorageLevel.MEMORY_AND_DISK
-        )
+        # Only the rows of ids delivered more than once are ranked (a shuffle of the ids, then of
+        # those rows): whole rows shuffled for a window were a fifth of a large night (docs/BENCHMARKS.md).
+        # Cached, both small: they feed the first deliveries and the duplicates. The new events are
+        # cached too: they feed the actor-days they touch, the rows they replace and the bot flags.
+        valid = staged.where(F.col(S.REASON).isNull())
+        repeated = silver.repeated_ids(valid).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(repeated)
+        ranked = silver.ranked_deliveries(valid, repeated).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(ranked)
-        firsts = ranked.where(F.col(silver.DELIVERY_RANK) == 1).withColumn(silver.TRIMMED_ID, F.trim(S.EVENT_ID))
+        firsts = silver.first_deliveries(valid, repeated, ranked)
         redelivered = firsts.limit(0)
         displaced: list[dt.date] = []
         existing = None
@@ -266,7 +268,7 @@ def commit_silver(
         if rejected_upstream is not None:
             quarantined = quarantined.unionByName(rejected_upstream)
         replace_slice(quarantined, catalog.QUARANTINE, cfg, target.quarantine_slice)
-        duplicates = ranked.where(F.col(silver.DELIVERY_RANK) > 1).unionByName(redelivered.drop(silver.TRIMMED_ID))
+        duplicates = ranked.where(F.col(silver.DELIVERY_RANK) > 1).drop(silver.DELIVERY_RANK).unionByName(redelivered)
         replace_slice(
             silver.duplicate_rows(duplicates, target.dataset), catalog.DUPLICATES, cfg, target.duplicates_slice
         )
