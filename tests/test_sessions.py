@@ -60,9 +60,9 @@ def test_sessions_cut_by_gap_and_max_length_with_their_measures(spark):
     ]
     random.Random(3).shuffle(events)
     silver = silver_frame(spark, events, "UTC")
-    assigned = sessions.assign_sessions(sessions.actor_events(silver), 30 * MINUTE_US, 120 * MINUTE_US)
+    marked = sessions.mark_sessions(sessions.actor_events(silver), 30 * MINUTE_US, 120 * MINUTE_US)
 
-    got = catalog.SESSIONS.conform(sessions.session_rows(assigned, "UTC"))
+    got = catalog.SESSIONS.conform(sessions.session_rows(marked, "UTC"))
 
     s1, s2, s3 = (
         _session_id("u:u1", "2024-01-01T10:00:00", "e1"),
@@ -88,6 +88,7 @@ def test_sessions_cut_by_gap_and_max_length_with_their_measures(spark):
     )
     assertDataFrameEqual(got, expected)
 
+    assigned = sessions.assign_sessions(marked)
     positions = {r[S.EVENT_ID]: (r[S.SESSION_ID], r[S.POSITION]) for r in sessions.session_event_rows(assigned, "UTC").collect()}
     assert positions == {
         "e1": (s1, 1), "e2": (s1, 2), "e3": (s1, 3),
@@ -107,9 +108,9 @@ def test_a_run_continues_the_activity_of_committed_sessions(spark):
         f"{S.DATASET} string, {sessions.ACTOR} string, {sessions.LAST_END} timestamp, "
         f"{sessions.LAST_ACTIVITY_START} timestamp",
     )
-    assigned = sessions.assign_sessions(
+    assigned = sessions.assign_sessions(sessions.mark_sessions(
         sessions.actor_events(silver_frame(spark, events, "UTC")), 30 * MINUTE_US, 120 * MINUTE_US, state
-    )
+    ))
     got = sorted((r[S.EVENT_ID], r[S.START_TIME], r[S.ACTIVITY_START], r[S.POSITION]) for r in assigned.collect())
     assert got == [
         ("e2", _naive("2024-01-01T12:10:00"), _naive("2024-01-01T10:00:00"), 1),

@@ -85,10 +85,8 @@ def landing_events(spark: SparkSession, landing: str, bots: list[str]) -> DataFr
 def spark_sessions(spark: SparkSession, cfg: Config, input_path: str) -> DataFrame:
     """Returns: the sessions of the Parquet input, as the job computes them (one row per session)."""
     events = spark.read.parquet(input_path)
-    assigned = sessions.assign_sessions(
-        sessions.actor_events(events), cfg.sessions.gap_us, cfg.sessions.max_length_us
-    )
-    return sessions.session_rows(assigned, cfg.shop.timezone)
+    marked = sessions.mark_sessions(sessions.actor_events(events), cfg.sessions.gap_us, cfg.sessions.max_length_us)
+    return sessions.session_rows(marked, cfg.shop.timezone)
 
 
 def local_cores(master: str) -> int:

@@ -26,9 +26,8 @@ ACTOR = "_actor"
 LAST_END = "_last_end"
 LAST_ACTIVITY_START = "_last_activity_start"
 _IS_NEW_ACTIVITY = "_is_new_activity"
-_IS_NEW_SESSION = "_is_new_session"
+_IS_COPY = "_is_copy"
 _CHUNK = "_chunk"
-_ROW = "_row"
 _FIRST_EVENT_ID = "_first_event_id"
 
 VIEW, CART = "view", "cart"
@@ -96,16 +95,21 @@ def session_state(final_sessions: DataFrame) -> DataFrame:
     )
 
 
-def assign_sessions(events: DataFrame, gap_us: int, max_length_us: int, state: DataFrame | None = None) -> DataFrame:
-    """Assigns every event of :func:`actor_events` to its session.
+def mark_sessions(events: DataFrame, gap_us: int, max_length_us: int, state: DataFrame | None = None) -> DataFrame:
+    """Marks every event of :func:`actor_events` with its session: ``activity_start`` and ``_chunk``.
+
+    An event's session is its (dataset, actor, activity start, chunk): two windows over the actor's
+    ordered events (the previous event, then the running activity start) and no more, so the
+    sessions' rows (:func:`session_rows`) are one aggregation away.
 
     Events at or before the actor's ``_last_end`` in ``state`` are already in committed sessions
-    and left out. Copies of an event (same id and time) count once, whatever order rows come in.
+    and left out. Copies of an event (same id and time) count once, whatever order rows come in:
+    they sort next to each other, so the lag that measures the gap also finds them.
 
-    Returns: one row per distinct remaining event; the input columns plus ``session_id``,
-    ``start_time``, ``activity_start`` and ``position`` (1, 2, ... within the session).
+    Returns: one row per distinct remaining event; the input columns plus ``activity_start`` and
+    ``_chunk``, partitioned by (dataset, actor).
     """
-    by_actor = Window.partitionBy(S.DATASET, ACTOR).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    by_actor = _by_actor()
     running = by_actor.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     if state is None:
         df = events.withColumn(LAST_END, F.lit(None).cast("timestamp")).withColumn(
@@ -117,71 +121,60 @@ def assign_sessions(events: DataFrame, gap_us: int, max_length_us: int, state: D
         is_uncommitted = F.col(LAST_END).isNull() | (F.col(S.EVENT_TIME) > F.col(LAST_END))
         df = df.where(is_uncommitted)
 
-    df = without_copies(df, by_actor)
-
     micros = F.unix_micros(F.col(S.EVENT_TIME))
-    previous = F.lag(micros).over(by_actor)
+    previous_time = F.lag(S.EVENT_TIME).over(by_actor)
+    is_copy = (F.lag(S.EVENT_ID).over(by_actor) == F.col(S.EVENT_ID)) & (previous_time == F.col(S.EVENT_TIME))
+    # A copy is 0 s after its original, so it never starts an activity, and the event after it sees
+    # the same previous time as without it.
     after_state = micros - F.unix_micros(F.col(LAST_END))
     is_new_activity = F.when(
-        previous.isNull(), F.col(LAST_END).isNull() | (after_state > F.lit(gap_us))
-    ).otherwise((micros - previous) > F.lit(gap_us))
-    df = df.withColumn(_IS_NEW_ACTIVITY, is_new_activity)
+        previous_time.isNull(), F.col(LAST_END).isNull() | (after_state > F.lit(gap_us))
+    ).otherwise((micros - F.unix_micros(previous_time)) > F.lit(gap_us))
+    df = df.select("*", F.coalesce(is_copy, F.lit(False)).alias(_IS_COPY), is_new_activity.alias(_IS_NEW_ACTIVITY))
 
     activity_start = F.coalesce(
         F.last(F.when(F.col(_IS_NEW_ACTIVITY), F.col(S.EVENT_TIME)), ignorenulls=True).over(running),
         F.col(LAST_ACTIVITY_START),
     )
-    df = df.withColumn(S.ACTIVITY_START, activity_start)
+    df = df.withColumn(S.ACTIVITY_START, activity_start).where(~F.col(_IS_COPY))
     since_activity_start = micros - F.unix_micros(F.col(S.ACTIVITY_START))
-    df = df.withColumn(_CHUNK, F.floor(since_activity_start / F.lit(max_length_us)))
+    # The first remaining event after committed sessions always starts a new session: its chunk is
+    # past the committed session's, or it starts a new activity.
+    chunk = F.floor(since_activity_start / F.lit(max_length_us))
+    return df.select(*events.columns, S.ACTIVITY_START, chunk.alias(_CHUNK))
 
-    previous_chunk = F.lag(_CHUNK).over(by_actor)
-    # The first remaining event after committed sessions always starts a new one (its chunk is past
-    # the committed session's, or it starts a new activity).
-    is_new_session = F.col(_IS_NEW_ACTIVITY) | previous_chunk.isNull() | (previous_chunk != F.col(_CHUNK))
-    df = df.withColumn(_IS_NEW_SESSION, is_new_session).withColumn(_ROW, F.row_number().over(by_actor))
 
-    def at_session_start(column: str) -> Column:
-        return F.last(F.when(F.col(_IS_NEW_SESSION), F.col(column)), ignorenulls=True).over(running)
+def _by_actor() -> WindowSpec:
+    return Window.partitionBy(S.DATASET, ACTOR).orderBy(S.EVENT_TIME, S.EVENT_ID)
 
-    df = df.select(
-        "*",
-        at_session_start(S.EVENT_TIME).alias(S.START_TIME),
-        at_session_start(S.EVENT_ID).alias(_FIRST_EVENT_ID),
-        (F.col(_ROW) - at_session_start(_ROW) + 1).cast("int").alias(S.POSITION),
-    )
-    session_id = F.sha2(
-        F.concat_ws(
-            "\n",
-            F.col(S.DATASET),
-            F.col(ACTOR),
-            F.unix_micros(F.col(S.START_TIME)).cast("string"),
-            F.col(_FIRST_EVENT_ID),
-        ),
+
+def _session_id(start_time: Column, first_event_id: Column) -> Column:
+    """A session's id: the hash of its dataset, actor, start time and first event."""
+    return F.sha2(
+        F.concat_ws("\n", F.col(S.DATASET), F.col(ACTOR), F.unix_micros(start_time).cast("string"), first_event_id),
         256,
     )
-    return df.select(
-        S.DATASET,
-        S.USER_ID,
-        S.SESSION_KEY,
-        ACTOR,
-        S.EVENT_ID,
-        S.EVENT_TIME,
-        S.EVENT_TYPE,
-        S.ITEM_ID,
-        S.CATEGORY_ID,
-        S.PRICE,
-        S.QUANTITY,
-        S.IS_BOT,
-        session_id.alias(S.SESSION_ID),
-        S.START_TIME,
-        S.ACTIVITY_START,
-        S.POSITION,
+
+
+def assign_sessions(marked: DataFrame) -> DataFrame:
+    """Every event of :func:`mark_sessions` with its session's id and start and its position.
+
+    Returns: one row per event; the input columns (``_chunk`` included) plus ``session_id``,
+    ``start_time`` and ``position`` (1, 2, ... within the session).
+    """
+    in_session = Window.partitionBy(S.DATASET, ACTOR, S.ACTIVITY_START, _CHUNK).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    running = in_session.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    start_time = F.first(S.EVENT_TIME).over(running)
+    return marked.select(
+        "*",
+        _session_id(start_time, F.first(S.EVENT_ID).over(running)).alias(S.SESSION_ID),
+        start_time.alias(S.START_TIME),
+        F.row_number().over(in_session).cast("int").alias(S.POSITION),
     )
 
 
-def session_rows(assigned: DataFrame, timezone: str) -> DataFrame:
-    """Aggregates :func:`assign_sessions` output into sessions.
+def session_rows(marked: DataFrame, timezone: str) -> DataFrame:
+    """Aggregates :func:`mark_sessions` (or :func:`assign_sessions`) output into sessions.
 
     Returns: one row per (dataset, session_id), gold.sessions' columns.
     """
@@ -189,10 +182,14 @@ def session_rows(assigned: DataFrame, timezone: str) -> DataFrame:
     is_purchase = event_type == PURCHASE
     purchase_value = F.when(is_purchase, F.col(S.PRICE) * F.coalesce(F.col(S.QUANTITY), F.lit(1)))
     purchases = F.count_if(is_purchase)
-    sessions = assigned.groupBy(
-        S.DATASET, ACTOR, S.SESSION_ID, S.USER_ID, S.SESSION_KEY, S.START_TIME, S.ACTIVITY_START
-    ).agg(
+    order = F.struct(S.EVENT_TIME, S.EVENT_ID)
+    # An actor is one user or one anonymous session key: both are the same on all of its rows.
+    sessions = marked.groupBy(S.DATASET, ACTOR, S.ACTIVITY_START, _CHUNK).agg(
+        F.first(S.USER_ID).alias(S.USER_ID),
+        F.first(S.SESSION_KEY).alias(S.SESSION_KEY),
+        F.min(S.EVENT_TIME).alias(S.START_TIME),
         F.max(S.EVENT_TIME).alias(S.END_TIME),
+        F.min_by(S.EVENT_ID, order).alias(_FIRST_EVENT_ID),
         F.count(F.lit(1)).alias(S.N_EVENTS),
         F.size(F.collect_set(S.ITEM_ID)).alias(S.N_DISTINCT_ITEMS),
         F.count_if(event_type == VIEW).alias(S.VIEWS),
@@ -200,14 +197,14 @@ def session_rows(assigned: DataFrame, timezone: str) -> DataFrame:
         purchases.alias(S.PURCHASES),
         # Null when the session's purchases carry no price (Taobao); 0 without purchases.
         F.when(purchases == 0, F.lit(0)).otherwise(F.sum(purchase_value)).alias(S.REVENUE),
-        F.min_by(S.ITEM_ID, S.POSITION).alias(S.ENTRY_ITEM),
-        F.max_by(S.ITEM_ID, S.POSITION).alias(S.EXIT_ITEM),
+        F.min_by(S.ITEM_ID, order).alias(S.ENTRY_ITEM),
+        F.max_by(S.ITEM_ID, order).alias(S.EXIT_ITEM),
         F.array_sort(F.collect_set(S.CATEGORY_ID)).alias(S.CATEGORIES),
         F.bool_or(S.IS_BOT).alias(S.IS_BOT),
     )
     duration_s = F.floor((F.unix_micros(F.col(S.END_TIME)) - F.unix_micros(F.col(S.START_TIME))) / F.lit(1_000_000))
     return sessions.select(
-        S.SESSION_ID,
+        _session_id(F.col(S.START_TIME), F.col(_FIRST_EVENT_ID)).alias(S.SESSION_ID),
         S.DATASET,
         S.USER_ID,
         S.SESSION_KEY,

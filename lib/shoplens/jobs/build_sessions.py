@@ -134,17 +134,18 @@ def run(
             .where((F.col(S.DATASET) == dataset) & _between(S.START_DATE, p.state_from, p.state_to))
         )
         state = sessions.session_state(final)
-    assigned = sessions.assign_sessions(
+    marked = sessions.mark_sessions(
         sessions.actor_events(silver), cfg.sessions.gap_us, cfg.sessions.max_length_us, state
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # One row per session and one per event: the commits' own row counts are the summary's.
-        written = replace_slice(sessions.session_rows(assigned, cfg.shop.timezone), catalog.SESSIONS, cfg, p.slice)
+        written = replace_slice(sessions.session_rows(marked, cfg.shop.timezone), catalog.SESSIONS, cfg, p.slice)
         events = replace_slice(
-            sessions.session_event_rows(assigned, cfg.shop.timezone), catalog.SESSION_EVENTS, cfg, p.slice
+            sessions.session_event_rows(sessions.assign_sessions(marked), cfg.shop.timezone),
+            catalog.SESSION_EVENTS, cfg, p.slice,
         )
     finally:
-        assigned.unpersist()
+        marked.unpersist()
     summary = {
         "dataset": p.dataset,
         "mode": "incremental" if p.is_incremental else "full",
