@@ -119,7 +119,10 @@ def with_is_bot(events: DataFrame, bots: BotsConfig, others: DataFrame | None = 
     counted = with_actor.select(ACTOR, S.EVENT_DATE, S.EVENT_TIME)
     if others is not None:
         counted = counted.unionByName(others.select(ACTOR, S.EVENT_DATE, S.EVENT_TIME))
-    return with_actor.join(bot_flags(counted, bots), on=[ACTOR, S.EVENT_DATE], how="left").withColumn(
+    # Only the flagged actor-days are joined: few, so adaptive execution broadcasts them and the
+    # events are not shuffled for the join (all actor-days were as many as the actors of a night).
+    flagged = bot_flags(counted, bots).where(F.col(S.IS_BOT))
+    return with_actor.join(flagged, on=[ACTOR, S.EVENT_DATE], how="left").withColumn(
         S.IS_BOT, F.coalesce(F.col(S.IS_BOT), F.lit(False))
     )
 
