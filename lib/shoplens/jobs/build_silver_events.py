@@ -190,9 +190,9 @@ def commit_silver(
         summary = _summary(target.run_date, counts)
         per_date = [_summary(day, [c for c in counts if c[0] == day]) for day in sorted({c[0] for c in counts})]
         # Only the rows of ids delivered more than once are ranked (a shuffle of the ids, then of
-        # those rows): whole rows shuffled for a window were a fifth of a large night (docs/BENCHMARKS.md).
-        # Cached, both small: they feed the first deliveries and the duplicates. The new events are
-        # cached too: they feed the actor-days they touch, the rows they replace and the bot flags.
+        # those rows), not every row of the night with its raw line (docs/BENCHMARKS.md). Cached,
+        # both small: they feed the first deliveries and the duplicates. The new events are cached
+        # too: they feed the actor-days they touch, the rows they replace and the bot flags.
         valid = staged.where(F.col(S.REASON).isNull())
         repeated = silver.repeated_ids(valid).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(repeated)
