@@ -27,38 +27,14 @@ TRIMMED_ID = "trimmed_id"
 STAGE_SILVER = "silver"
 
 
-def repeated_ids(valid: DataFrame) -> DataFrame:
-    """The trimmed event ids delivered more than once among ``valid`` rows: one shuffle of the ids
-    alone, not of whole rows.
+def with_delivery_rank(valid: DataFrame) -> DataFrame:
+    """Adds ``delivery_rank``: 1 for the first delivery of each ``event_id`` (earliest run date,
+    then source file, then line), 2.. for re-deliveries, which are duplicates.
 
-    Returns: one row per repeated id; ``trimmed_id``.
+    Returns: one row per input row; input columns plus ``delivery_rank``.
     """
-    counts = valid.groupBy(F.trim(F.col(S.EVENT_ID)).alias(TRIMMED_ID)).count()
-    return counts.where(F.col("count") > 1).select(TRIMMED_ID)
-
-
-def ranked_deliveries(valid: DataFrame, repeated: DataFrame) -> DataFrame:
-    """The rows of the ids in ``repeated`` (:func:`repeated_ids`), each with ``delivery_rank``: 1 for
-    the first delivery (earliest run date, then source file, then line), 2.. for re-deliveries,
-    which are duplicates. Only these rows are shuffled and sorted; adaptive execution broadcasts
-    ``repeated`` when it is small, so the other rows stay where they are.
-
-    Returns: one row per row of a repeated id; ``valid``'s columns plus ``trimmed_id`` and
-    ``delivery_rank``.
-    """
-    first_delivery = Window.partitionBy(TRIMMED_ID).orderBy(S.RUN_DATE, S.SOURCE_FILE, S.RAW_LINE)
-    contested = valid.withColumn(TRIMMED_ID, F.trim(F.col(S.EVENT_ID))).join(repeated, TRIMMED_ID, "left_semi")
-    return contested.withColumn(DELIVERY_RANK, F.row_number().over(first_delivery))
-
-
-def first_deliveries(valid: DataFrame, repeated: DataFrame, ranked: DataFrame) -> DataFrame:
-    """The first delivery of every event id among ``valid`` rows: the rows of ids delivered once,
-    and the rank-1 rows of :func:`ranked_deliveries`.
-
-    Returns: one row per trimmed event id; ``valid``'s columns plus ``trimmed_id``.
-    """
-    once = valid.withColumn(TRIMMED_ID, F.trim(F.col(S.EVENT_ID))).join(repeated, TRIMMED_ID, "left_anti")
-    return once.unionByName(ranked.where(F.col(DELIVERY_RANK) == 1).drop(DELIVERY_RANK))
+    first_delivery = Window.partitionBy(F.trim(F.col(S.EVENT_ID))).orderBy(S.RUN_DATE, S.SOURCE_FILE, S.RAW_LINE)
+    return valid.withColumn(DELIVERY_RANK, F.row_number().over(first_delivery))
 
 
 def silver_event_rows(kept: DataFrame, key: bytes, timezone: str, dataset: str) -> DataFrame:
@@ -119,10 +95,7 @@ def with_is_bot(events: DataFrame, bots: BotsConfig, others: DataFrame | None = 
     counted = with_actor.select(ACTOR, S.EVENT_DATE, S.EVENT_TIME)
     if others is not None:
         counted = counted.unionByName(others.select(ACTOR, S.EVENT_DATE, S.EVENT_TIME))
-    # Only the flagged actor-days are joined: few, so adaptive execution broadcasts them and the
-    # events are not shuffled for the join (all actor-days were as many as the actors of a night).
-    flagged = bot_flags(counted, bots).where(F.col(S.IS_BOT))
-    return with_actor.join(flagged, on=[ACTOR, S.EVENT_DATE], how="left").withColumn(
+    return with_actor.join(bot_flags(counted, bots), on=[ACTOR, S.EVENT_DATE], how="left").withColumn(
         S.IS_BOT, F.coalesce(F.col(S.IS_BOT), F.lit(False))
     )
 

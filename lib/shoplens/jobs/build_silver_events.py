@@ -189,30 +189,22 @@ def commit_silver(
         ]
         summary = _summary(target.run_date, counts)
         per_date = [_summary(day, [c for c in counts if c[0] == day]) for day in sorted({c[0] for c in counts})]
-        # Only the rows of ids delivered more than once are ranked (a shuffle of the ids, then of
-        # those rows), not every row of the night with its raw line (docs/BENCHMARKS.md). Cached,
-        # both small: they feed the first deliveries and the duplicates. The new events are cached
-        # too: they feed the actor-days they touch, the rows they replace and the bot flags.
-        valid = staged.where(F.col(S.REASON).isNull())
-        repeated = silver.repeated_ids(valid).persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(repeated)
-        ranked = silver.ranked_deliveries(valid, repeated).persist(StorageLevel.MEMORY_AND_DISK)
+        # Cached: the first deliveries feed the new events and the duplicates, and the new events
+        # feed the actor-days they touch, the rows they replace and the bot flags. Uncached, each
+        # use shuffled the night's rows for the delivery rank again (docs/BENCHMARKS.md).
+        ranked = silver.with_delivery_rank(staged.where(F.col(S.REASON).isNull())).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
         cached.append(ranked)
-        firsts = silver.first_deliveries(valid, repeated, ranked)
+        firsts = ranked.where(F.col(silver.DELIVERY_RANK) == 1).withColumn(silver.TRIMMED_ID, F.trim(S.EVENT_ID))
         redelivered = firsts.limit(0)
         displaced: list[dt.date] = []
         existing = None
         if target.incremental and catalog.table_exists(spark, catalog.SILVER_EVENTS.location(cfg)):
             existing = _window_rows(spark, cfg, target)
             earlier = _accepted_ids(spark, cfg, target, target.window_start, target.first - dt.timedelta(days=1))
-            # The window's accepted ids are millions on a large shop and compress so well that
-            # adaptive execution broadcast them (2.2M ids, a 335 MB hash table in a 2 GiB driver, on
-            # the 10M bench's fourth night): they meet the night's ids alone in a sort-merge join,
-            # and the few ids found again, materialised, are broadcast to the night's rows.
-            again = firsts.select(silver.TRIMMED_ID).join(earlier.hint("shuffle_merge"), silver.TRIMMED_ID, "left_semi")
-            accepted_before = _materialised(again, cached)
-            redelivered = firsts.join(accepted_before, silver.TRIMMED_ID, "left_semi")
-            firsts = firsts.join(accepted_before, silver.TRIMMED_ID, "left_anti")
+            redelivered = firsts.join(earlier, silver.TRIMMED_ID, "left_semi")
+            firsts = firsts.join(earlier, silver.TRIMMED_ID, "left_anti")
         new_events = silver.silver_event_rows(firsts, key, cfg.shop.timezone, target.dataset).persist(
             StorageLevel.MEMORY_AND_DISK
         )
@@ -223,7 +215,7 @@ def commit_silver(
             others = (
                 existing.join(touched, [silver.ACTOR, S.EVENT_DATE], "left_semi")
                 # A later run date's copy of an event delivered first on this one is replaced, not counted.
-                .join(new_events.select(S.EVENT_ID).hint("shuffle_merge"), S.EVENT_ID, "left_anti")
+                .join(new_events.select(S.EVENT_ID), S.EVENT_ID, "left_anti")
                 .persist(StorageLevel.MEMORY_AND_DISK)
             )
         events = silver.with_is_bot(new_events, cfg.bots, others).drop(silver.ACTOR).persist(
@@ -274,7 +266,7 @@ def commit_silver(
         if rejected_upstream is not None:
             quarantined = quarantined.unionByName(rejected_upstream)
         replace_slice(quarantined, catalog.QUARANTINE, cfg, target.quarantine_slice)
-        duplicates = ranked.where(F.col(silver.DELIVERY_RANK) > 1).drop(silver.DELIVERY_RANK).unionByName(redelivered)
+        duplicates = ranked.where(F.col(silver.DELIVERY_RANK) > 1).unionByName(redelivered.drop(silver.TRIMMED_ID))
         replace_slice(
             silver.duplicate_rows(duplicates, target.dataset), catalog.DUPLICATES, cfg, target.duplicates_slice
         )
@@ -282,15 +274,6 @@ def commit_silver(
         for frame in cached:
             frame.unpersist()
     return summary, displaced
-
-
-def _materialised(frame: DataFrame, cached: list[DataFrame]) -> DataFrame:
-    """``frame`` cached and counted (added to ``cached``), so that the plans that join it see its
-    real size and broadcast it when it is small. A count is one number, whatever the size."""
-    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
-    cached.append(frame)
-    frame.count()
-    return frame
 
 
 def _silver_of(spark: SparkSession, cfg: Config, target: SilverTarget, first: dt.date, last: dt.date) -> DataFrame:
