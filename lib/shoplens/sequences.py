@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import Column, DataFrame, Window, WindowSpec
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoplens import schemas as S
 from shoplens.config import SPLIT_LEAVE_LAST_OUT, SequencesConfig
-from shoplens.sessions import ACTOR, actor_key, without_copies
+from shoplens.sessions import ACTOR, actor_key, actor_order, without_copies
 
 IS_ELIGIBLE = "_is_eligible"
 _K = "_k"
@@ -37,10 +37,6 @@ _DRAWN = "_drawn"
 # :func:`_with_negatives_of`.
 _ROUND_FACTORS = (1, 4, 32)
 _ROUND_MARGIN = 32
-
-
-def _by_actor() -> WindowSpec:
-    return Window.partitionBy(S.DATASET, ACTOR).orderBy(S.EVENT_TIME, S.EVENT_ID)
 
 
 def counted_events(events: DataFrame, event_types: tuple[str, ...]) -> DataFrame:
@@ -60,7 +56,7 @@ def counted_events(events: DataFrame, event_types: tuple[str, ...]) -> DataFrame
         S.EVENT_TIME,
         S.ITEM_ID,
     )
-    return without_copies(kept.where(F.col(ACTOR).isNotNull()), _by_actor())
+    return without_copies(kept.where(F.col(ACTOR).isNotNull()), actor_order())
 
 
 def item_counts(counted: DataFrame) -> DataFrame:
@@ -119,7 +115,7 @@ def with_split(timeline: DataFrame, cfg: SequencesConfig) -> DataFrame:
             .otherwise(F.lit(S.TEST))
         )
         return timeline.withColumn(S.SPLIT, split)
-    ordered = _by_actor()
+    ordered = actor_order()
     whole = ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     running = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     eligible = F.col(IS_ELIGIBLE).cast("int")

@@ -109,7 +109,7 @@ def mark_sessions(events: DataFrame, gap_us: int, max_length_us: int, state: Dat
     Returns: one row per distinct remaining event; the input columns plus ``activity_start`` and
     ``_chunk``, partitioned by (dataset, actor).
     """
-    by_actor = _by_actor()
+    by_actor = actor_order()
     running = by_actor.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     if state is None:
         df = events.withColumn(LAST_END, F.lit(None).cast("timestamp")).withColumn(
@@ -144,7 +144,8 @@ def mark_sessions(events: DataFrame, gap_us: int, max_length_us: int, state: Dat
     return df.select(*events.columns, S.ACTIVITY_START, chunk.alias(_CHUNK))
 
 
-def _by_actor() -> WindowSpec:
+def actor_order() -> WindowSpec:
+    """An actor's events in order: partitioned by (dataset, actor), ordered by (event_time, event_id)."""
     return Window.partitionBy(S.DATASET, ACTOR).orderBy(S.EVENT_TIME, S.EVENT_ID)
 
 
