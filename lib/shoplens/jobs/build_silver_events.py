@@ -202,7 +202,12 @@ def commit_silver(
         existing = None
         if target.incremental and catalog.table_exists(spark, catalog.SILVER_EVENTS.location(cfg)):
             existing = _window_rows(spark, cfg, target)
-            earlier = _accepted_ids(spark, cfg, target, target.window_start, target.first - dt.timedelta(days=1))
+            # Never broadcast: the window's ids grow with the shop, and their shuffle blocks compress
+            # so well that adaptive execution took 2.2M of them (a 335 MB hash table in a 2 GiB
+            # driver) for a small side on the 10M bench's fourth night (docs/BENCHMARKS.md).
+            earlier = _accepted_ids(
+                spark, cfg, target, target.window_start, target.first - dt.timedelta(days=1)
+            ).hint("shuffle_merge")
             redelivered = firsts.join(earlier, silver.TRIMMED_ID, "left_semi")
             firsts = firsts.join(earlier, silver.TRIMMED_ID, "left_anti")
         new_events = silver.silver_event_rows(firsts, key, cfg.shop.timezone, target.dataset).persist(
