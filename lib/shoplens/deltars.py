@@ -118,6 +118,19 @@ def append_once(location: str, data: pa.Table, app_id: str) -> bool:
     return True
 
 
+def append(location: str, data: pa.Table, user_metadata: str | None = None) -> int:
+    """Appends ``data`` in one commit, tagged with ``user_metadata`` (Delta's commitInfo.userMetadata)
+    when given. Returns the table's version after it: the commit's own under the table's commit lock."""
+    from deltalake import write_deltalake
+    from deltalake.transaction import CommitProperties
+
+    properties = CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
+    table = _table(location)
+    write_deltalake(table, data, mode="append", commit_properties=properties)
+    table.update_incremental()
+    return int(table.version())
+
+
 def sql_literal(value: str | dt.date | int | bool) -> str:
     """``value`` in delta-rs' SQL (standard quoting: '' inside a string; ``'...'::date`` for a date)."""
     if isinstance(value, bool):
