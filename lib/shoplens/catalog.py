@@ -173,13 +173,13 @@ USER_INDEX = TableSpec(
     "gold.user_index",
     S.USER_INDEX_TABLE,
     (),
-    "one row per (dataset, user_id) with its stable ALS user_index; MERGEd, known ids never rewritten",
+    "one row per (dataset, user_id) with its stable ALS user_index; new ids appended, known ids never rewritten",
 )
 ITEM_INDEX = TableSpec(
     "gold.item_index",
     S.ITEM_INDEX_TABLE,
     (),
-    "one row per (dataset, item_id) with its stable ALS item_index; MERGEd, known ids never rewritten",
+    "one row per (dataset, item_id) with its stable ALS item_index; new ids appended, known ids never rewritten",
 )
 RECOMMENDATIONS = TableSpec(
     "gold.recommendations",
