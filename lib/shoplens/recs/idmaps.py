@@ -62,15 +62,16 @@ def merge_index(
         runs.commit(spark, spec, cfg, create.execute)
     register_table(spark, spec, cfg)
     datasets = ids.select(S.DATASET).distinct()
-    existing = read_table(spark, location).join(datasets, [S.DATASET], "left_semi")
-    new = new_index_rows(ids, existing, id_col, index_col, run_date)
 
     def write() -> runs.Written | None:
-        # Under the table's commit lock: the new ids are numbered against the map as it is now, and
-        # no other writer can add one before the append commits, so an append inserts exactly what
-        # an insert-only MERGE would, and a re-run finds no new id and commits nothing. A night's
-        # few new ids go through delta-rs where it writes (no Spark write, snapshot or cache: about
-        # 2 s of a demo night's 4 s of id maps); more than DRIVER_ROWS, or another store, by Spark.
+        # Under the table's commit lock: the map is read (pinned) and the new ids are numbered
+        # against it here, and no other writer can add one before the append commits, so the append
+        # inserts exactly what an insert-only MERGE would, and a re-run finds no new id and commits
+        # nothing. A night's few new ids go through delta-rs where it writes (no Spark write,
+        # snapshot or cache: about 2 s of a demo night's 4.6 s of id maps); more than DRIVER_ROWS,
+        # or another store, through a Spark append.
+        existing = read_table(spark, location).join(datasets, [S.DATASET], "left_semi")
+        new = new_index_rows(ids, existing, id_col, index_col, run_date)
         if runs.uses_deltalake(cfg, location):
             rows = new.limit(DRIVER_ROWS + 1).collect()  # bounded
             if not rows:
