@@ -121,14 +121,7 @@ def append_once(location: str, data: pa.Table, app_id: str) -> bool:
 def append(location: str, data: pa.Table, user_metadata: str | None = None) -> int:
     """Appends ``data`` in one commit, tagged with ``user_metadata`` (Delta's commitInfo.userMetadata)
     when given. Returns the table's version after it: the commit's own under the table's commit lock."""
-    from deltalake import write_deltalake
-    from deltalake.transaction import CommitProperties
-
-    properties = CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
-    table = _table(location)
-    write_deltalake(table, data, mode="append", commit_properties=properties)
-    table.update_incremental()
-    return int(table.version())
+    return _write(location, data, user_metadata, mode="append")
 
 
 def sql_literal(value: str | dt.date | int | bool) -> str:
@@ -155,11 +148,17 @@ def replace_where(location: str, data: pa.Table, predicate: str, user_metadata: 
     files to remove are found in the log, on others they are rewritten) with ``data``, in one commit,
     tagged with ``user_metadata`` (Delta's commitInfo.userMetadata) when given. Returns the table's
     version after it: the commit's own under the table's commit lock."""
+    return _write(location, data, user_metadata, mode="overwrite", predicate=predicate)
+
+
+def _write(location: str, data: pa.Table, user_metadata: str | None, **how: str) -> int:
+    """One ``write_deltalake`` commit of ``data`` (``how``: its mode and predicate), tagged with
+    ``user_metadata`` when given. Returns the table's version after it."""
     from deltalake import write_deltalake
     from deltalake.transaction import CommitProperties
 
     properties = CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
     table = _table(location)
-    write_deltalake(table, data, mode="overwrite", predicate=predicate, commit_properties=properties)
+    write_deltalake(table, data, commit_properties=properties, **how)
     table.update_incremental()
     return int(table.version())

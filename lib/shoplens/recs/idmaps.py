@@ -79,8 +79,9 @@ def merge_index(
             if len(rows) <= DRIVER_ROWS:
                 data = deltars.arrow_rows([tuple(r[c] for c in spec.schema.fieldNames()) for r in rows], spec.schema)
                 return runs.Written(deltars.append(location, data, runs.commit_tag(spark)), len(rows))
-        if not new.isEmpty():
-            spec.conform(new).write.format("delta").mode("append").save(location)
+        elif new.isEmpty():
+            return None
+        spec.conform(new).write.format("delta").mode("append").save(location)
         return None
 
     runs.commit(spark, spec, cfg, write)
