@@ -43,19 +43,17 @@ def actor_key(user_id: Column, session_key: Column) -> Column:
 def actor_events(events: DataFrame) -> DataFrame:
     """silver.events rows → the columns sessionization reads, keyed by actor.
 
-    ``session_key`` is kept for anonymous events only: an identified user's events are one actor
-    whatever their session keys. Events with neither a user nor a session key have no actor and
-    are left out (silver rejects them).
+    The actor stands for the user and the anonymous session key: an identified user's events are
+    one actor whatever their session keys, and :func:`session_rows` reads both back from it, so
+    neither travels through the shuffle on its own. Events with neither a user nor a session key
+    have no actor and are left out (silver rejects them).
 
     Returns: one row per input row with an actor.
     """
     user = F.col(S.USER_ID)
-    anonymous_key = F.when(user.isNull(), F.col(S.SESSION_KEY))
     return events.select(
         S.DATASET,
-        S.USER_ID,
-        anonymous_key.alias(S.SESSION_KEY),
-        actor_key(user, anonymous_key).alias(ACTOR),
+        actor_key(user, F.when(user.isNull(), F.col(S.SESSION_KEY))).alias(ACTOR),
         S.EVENT_ID,
         S.EVENT_TIME,
         S.EVENT_TYPE,
@@ -65,6 +63,12 @@ def actor_events(events: DataFrame) -> DataFrame:
         S.QUANTITY,
         S.IS_BOT,
     ).where(F.col(ACTOR).isNotNull())
+
+
+def _of_actor(prefix: str) -> Column:
+    """The user id (``prefix`` ``u:``) or anonymous session key (``s:``) an actor stands for, else null."""
+    actor = F.col(ACTOR)
+    return F.when(actor.startswith(prefix), F.substr(actor, F.lit(len(prefix) + 1)))
 
 
 def without_copies(events: DataFrame, ordered: WindowSpec) -> DataFrame:
@@ -145,8 +149,13 @@ def mark_sessions(events: DataFrame, gap_us: int, max_length_us: int, state: Dat
 
 
 def actor_order() -> WindowSpec:
-    """An actor's events in order: partitioned by (dataset, actor), ordered by (event_time, event_id)."""
-    return Window.partitionBy(S.DATASET, ACTOR).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    """An actor's events in order: partitioned by (actor, dataset), ordered by (event_time, event_id).
+
+    The actor comes first because Spark's sort compares rows by an 8-byte prefix of its first key
+    before the full row: a job reads one dataset, so a dataset prefix ties on every row and each
+    comparison decoded the whole key (sessionizing 1M events: about 1.5 s of 6.5 s, warm).
+    """
+    return Window.partitionBy(ACTOR, S.DATASET).orderBy(S.EVENT_TIME, S.EVENT_ID)
 
 
 def _session_id(start_time: Column, first_event_id: Column) -> Column:
@@ -163,7 +172,7 @@ def assign_sessions(marked: DataFrame) -> DataFrame:
     Returns: one row per event; the input columns (``_chunk`` included) plus ``session_id``,
     ``start_time`` and ``position`` (1, 2, ... within the session).
     """
-    in_session = Window.partitionBy(S.DATASET, ACTOR, S.ACTIVITY_START, _CHUNK).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    in_session = Window.partitionBy(ACTOR, S.DATASET, S.ACTIVITY_START, _CHUNK).orderBy(S.EVENT_TIME, S.EVENT_ID)
     running = in_session.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     start_time = F.first(S.EVENT_TIME).over(running)
     return marked.select(
@@ -184,10 +193,7 @@ def session_rows(marked: DataFrame, timezone: str) -> DataFrame:
     purchase_value = F.when(is_purchase, F.col(S.PRICE) * F.coalesce(F.col(S.QUANTITY), F.lit(1)))
     purchases = F.count_if(is_purchase)
     order = F.struct(S.EVENT_TIME, S.EVENT_ID)
-    # An actor is one user or one anonymous session key: both are the same on all of its rows.
-    sessions = marked.groupBy(S.DATASET, ACTOR, S.ACTIVITY_START, _CHUNK).agg(
-        F.first(S.USER_ID).alias(S.USER_ID),
-        F.first(S.SESSION_KEY).alias(S.SESSION_KEY),
+    sessions = marked.groupBy(ACTOR, S.DATASET, S.ACTIVITY_START, _CHUNK).agg(
         F.min(S.EVENT_TIME).alias(S.START_TIME),
         F.max(S.EVENT_TIME).alias(S.END_TIME),
         F.min_by(S.EVENT_ID, order).alias(_FIRST_EVENT_ID),
@@ -207,8 +213,8 @@ def session_rows(marked: DataFrame, timezone: str) -> DataFrame:
     return sessions.select(
         _session_id(F.col(S.START_TIME), F.col(_FIRST_EVENT_ID)).alias(S.SESSION_ID),
         S.DATASET,
-        S.USER_ID,
-        S.SESSION_KEY,
+        _of_actor("u:").alias(S.USER_ID),
+        _of_actor("s:").alias(S.SESSION_KEY),
         S.START_TIME,
         S.END_TIME,
         duration_s.cast("long").alias(S.DURATION_S),
