@@ -427,6 +427,43 @@ def test_rows_written_count_the_new_rows_only_when_a_replace_rewrites_shared_fil
     assert spark.read.format("delta").load(spec.location(fresh_cfg)).count() == 4
 
 
+def test_a_small_cached_slice_goes_through_the_driver_and_a_larger_one_through_spark(spark, fresh_cfg):
+    """io.replace_slice(driver_rows=N): up to N rows are collected and written by delta-rs (one
+    tagged commit, the run's); more are written by Spark; a row outside the slice fails either way
+    and leaves the table as it was."""
+    from deltalake import DeltaTable as RsTable
+    from pyspark.sql import types as T
+
+    from shoplens.catalog import TableSpec
+    from shoplens.io import replace_slice
+
+    schema = T.StructType([T.StructField("dataset", T.StringType()), T.StructField("day", T.DateType()),
+                           T.StructField("v", T.IntegerType())])
+    spec = TableSpec("gold.driver_or_spark", schema, ("day",), "test table")
+    d1, d2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    location = spec.location(fresh_cfg)
+
+    def write(rows, where):
+        return replace_slice(spark.createDataFrame(rows, schema).cache(), spec, fresh_cfg, where, driver_rows=2)
+
+    def last_commit() -> dict:
+        return RsTable(location).history(1)[0]
+
+    assert write([("a", d1, 1), ("a", d2, 2), ("b", d2, 3)], {"day": (d1, d2)}) == 3  # the first write: Spark
+    assert write([("a", d1, 7), ("a", d1, 8)], {"day": d1}) == 2
+    assert "delta-rs" in last_commit().get("clientVersion", "")
+    assert last_commit()["userMetadata"].startswith("shoplens gold.driver_or_spark ")
+    assert write([("a", d2, 4), ("b", d2, 5), ("c", d2, 6)], {"day": d2}) == 3
+    assert "Apache-Spark" in last_commit().get("engineInfo", "")
+    version = RsTable(location).version()
+    for rows in ([("a", d1, 9)], [("a", d1, 9), ("a", d1, 9), ("a", d1, 9)]):  # delta-rs, then Spark
+        with pytest.raises(Exception, match="(?i)invalid data|does not conform|replaceWhere|DELTA_REPLACE_WHERE"):
+            write(rows, {"day": d2})
+    assert RsTable(location).version() == version
+    got = sorted(tuple(r) for r in spark.read.format("delta").load(location).collect())
+    assert got == [("a", d1, 7), ("a", d1, 8), ("a", d2, 4), ("b", d2, 5), ("c", d2, 6)]
+
+
 @pytest.mark.parametrize("writer", ["deltalake", "spark"])
 def test_a_slice_the_driver_holds_is_replaced_alike_by_delta_rs_and_spark(spark, fresh_cfg, writer):
     """io.replace_rows: the first write makes the table (Spark); later ones replace exactly their slice,

@@ -19,6 +19,8 @@ from shoplens.recs import topk
 PRIORITY = "_priority"
 POS = "_pos"
 SEGMENT_KEY = "_segment"
+# The priority of an exclusion marker in :func:`top_k_of`: before every candidate list's.
+_EXCLUDED = -1
 
 SOURCES = (S.SOURCE_ALS, S.SOURCE_SEGMENT, S.SOURCE_CATEGORY, S.SOURCE_GLOBAL)
 
@@ -149,22 +151,36 @@ def fallback_candidates(
 def top_k_of(candidates: DataFrame, excluded: DataFrame, k: int) -> DataFrame:
     """Each user's first ``k`` distinct, non-excluded candidates by (priority, position, item).
 
+    One shuffle: the exclusions join the candidates as markers that sort before every candidate
+    of their (user, item), everything is partitioned by user, and both windows (an item's first
+    candidate, then the user's ranking) run inside those partitions. An anti-join and a window
+    over (user, item) would each shuffle again.
+
     Returns: one row per (user_id, rank): user_id, rank, item_id, score, source.
     """
-    kept = candidates.join(excluded, [S.USER_ID, S.ITEM_ID], "left_anti")
+    marks = excluded.select(
+        S.USER_ID, S.ITEM_ID, F.lit(None).cast("double").alias(S.SCORE), F.lit(_EXCLUDED).alias(PRIORITY),
+        F.lit(0).alias(POS),
+    )
+    rows = (
+        candidates.select(S.USER_ID, S.ITEM_ID, F.col(S.SCORE).cast("double").alias(S.SCORE), PRIORITY, POS)
+        .unionByName(marks)
+        .repartition(S.USER_ID)
+    )
     first = Window.partitionBy(S.USER_ID, S.ITEM_ID).orderBy(PRIORITY, POS)
     order = Window.partitionBy(S.USER_ID).orderBy(PRIORITY, POS, S.ITEM_ID)
     source = F.element_at(F.array(*[F.lit(s) for s in SOURCES]), F.col(PRIORITY) + 1)
     return (
-        kept.withColumn("_first", F.row_number().over(first))
-        .where(F.col("_first") == 1)
+        rows.withColumn("_first", F.row_number().over(first))
+        # An excluded item's marker is its first row: none of its candidates is first.
+        .where((F.col("_first") == 1) & (F.col(PRIORITY) != _EXCLUDED))
         .withColumn(S.RANK, F.row_number().over(order))
         .where(F.col(S.RANK) <= k)
         .select(
             S.USER_ID,
             F.col(S.RANK).cast("int").alias(S.RANK),
             S.ITEM_ID,
-            F.col(S.SCORE).cast("double").alias(S.SCORE),
+            S.SCORE,
             source.alias(S.SOURCE),
         )
     )
