@@ -257,6 +257,12 @@ def read_table(spark: SparkSession, location: str) -> DataFrame:
     return spark.read.format("delta").option("versionAsOf", version).load(location)
 
 
+# The most rows a job's slice collects to the driver for a delta-rs write (replace_slice's
+# driver_rows): a demo night's recommendations (6,360), similar items (11,750) or next-item
+# predictions; a large shop's slices stay on Spark's path.
+DRIVER_ROWS = 50_000
+
+
 def replace_slice(
     df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[str, object], driver_rows: int = 0
 ) -> int:

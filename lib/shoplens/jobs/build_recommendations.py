@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_rows, replace_slice
+from shoplens.io import DRIVER_ROWS, read_table, replace_rows, replace_slice
 from shoplens.metrics import Metric, write_metrics
 from shoplens.quality import QualityGateFailed
 from shoplens.recs import als, evaluate, idmaps, interactions, recommend, topk
@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 JOB = "build_recommendations"
 PROTOCOL = "leave_last_out_full_catalogue"
 CUTOFF = interactions.CUTOFF
-# Slices up to this many rows go through the driver and delta-rs where it writes (io.replace_slice):
-# a demo night's 6,360 recommendations and 11,750 similar items; a large shop's go through Spark.
-DRIVER_ROWS = 50_000
 
 
 def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[str] | None = None) -> dict[str, Any]:

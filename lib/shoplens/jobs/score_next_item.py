@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shoplens import catalog, cli, scoring, sequences
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_slice
+from shoplens.io import DRIVER_ROWS, read_table, replace_slice
 from shoplens.models import registry
 
 log = logging.getLogger(__name__)
@@ -153,14 +154,17 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
         vocab = all_vocab.where(F.col(S.DATASET) == dataset)
         _check_vocabulary(vocab, version)
         log.info("scoring %s with %s version %s (%s)", dataset, version.model, version.run_date, version.path)
-        rows = predictions(cfg, run_date, version, silver.where(F.col(S.DATASET) == dataset), vocab)
-        replace_slice(rows, catalog.NEXT_ITEM_PREDICTIONS, cfg, {S.RUN_DATE: run_date, S.DATASET: dataset})
-        written = (
-            _load(spark, catalog.NEXT_ITEM_PREDICTIONS, cfg)
-            .where((F.col(S.RUN_DATE) == F.lit(run_date)) & (F.col(S.DATASET) == dataset))
-            .agg(F.countDistinct(S.USER_ID).alias("users"), F.count(F.lit(1)).alias("rows"))
-            .first()
+        # Cached: scored once, written (a small night's slice through the driver and delta-rs where
+        # it writes) and summed up without reading the table back.
+        rows = predictions(cfg, run_date, version, silver.where(F.col(S.DATASET) == dataset), vocab).persist(
+            StorageLevel.MEMORY_AND_DISK
         )
+        try:
+            where = {S.RUN_DATE: run_date, S.DATASET: dataset}
+            replace_slice(rows, catalog.NEXT_ITEM_PREDICTIONS, cfg, where, driver_rows=DRIVER_ROWS)
+            written = rows.agg(F.countDistinct(S.USER_ID).alias("users"), F.count(F.lit(1)).alias("rows")).first()
+        finally:
+            rows.unpersist()
         summary[dataset] = {
             "model": version.model,
             "model_version": version.run_date.isoformat(),
