@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli, runs
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import DRIVER_ROWS, read_table, replace_rows, replace_slice
+from shoplens.io import DRIVER_ROWS, read_table, replace_rows, replace_slice, small_query
 from shoplens.metrics import Metric, write_metrics
 from shoplens.quality import QualityGateFailed
 from shoplens.recs import als, evaluate, idmaps, interactions, recommend, topk
@@ -213,12 +213,11 @@ def _targets(
     location = catalog.USER_PROFILES.location(cfg)
     profiles = None
     if catalog.table_exists(spark, location):
-        rows = read_table(spark, location).where(
-            (F.col(S.DATASET) == dataset) & (F.col(S.SNAPSHOT_DATE) <= F.lit(run_date))
-        )
-        latest = rows.agg(F.max(S.SNAPSHOT_DATE).alias("s")).first()
-        if latest is not None and latest["s"] is not None:
-            profiles = rows.where(F.col(S.SNAPSHOT_DATE) == latest["s"]).select(
+        where = {S.DATASET: dataset, S.SNAPSHOT_DATE: (dt.date.min, run_date)}
+        latest = small_query(spark, cfg, location, f"max({S.SNAPSHOT_DATE}) AS s", where)
+        if latest and latest[0]["s"] is not None:
+            rows = read_table(spark, location).where(F.col(S.DATASET) == dataset)
+            profiles = rows.where(F.col(S.SNAPSHOT_DATE) == F.lit(latest[0]["s"])).select(
                 S.USER_ID,
                 F.col(S.RFM_SEGMENT).alias(recommend.SEGMENT_KEY),
                 F.try_element_at(S.TOP_CATEGORIES, F.lit(1)).alias("_top"),
@@ -374,31 +373,25 @@ def _evaluates(cfg: Config, choice: _Choice) -> bool:
 
 def _last_tuning(spark, cfg, dataset: str, run_date: dt.date) -> tuple[_LastTuning | None, bool]:
     """The dataset's newest tuning before ``run_date``, and whether gold.als_trials already holds trials
-    of ``run_date`` (an earlier run of the date). One Spark action, at most two nights' trial rows."""
+    of ``run_date`` (an earlier run of the date). Three small questions (:func:`shoplens.io.small_query`:
+    delta-rs' query engine where it reads, no Spark job), at most one night's trial rows."""
     location = catalog.ALS_TRIALS.location(cfg)
-    if not catalog.table_exists(spark, location):
-        return None, False
-    trial = F.struct(S.TRIAL, S.ALS_RANK, S.REG_PARAM, S.ALPHA, S.METRIC, S.N_EXAMPLES, S.IS_BEST)
-    nights = (
-        read_table(spark, location)
-        .where((F.col(S.DATASET) == dataset) & (F.col(S.RUN_DATE) <= F.lit(run_date)))
-        .groupBy(S.RUN_DATE)
-        .agg(F.collect_list(trial).alias("_trials"))
-        .orderBy(F.col(S.RUN_DATE).desc())
-        .limit(2)
-        .collect()
+    has_tonight = bool(
+        small_query(spark, cfg, location, "1 AS found", {S.DATASET: dataset, S.RUN_DATE: run_date}, limit=1)
     )
-    has_tonight = any(n[S.RUN_DATE] == run_date for n in nights)
-    earlier = [n for n in nights if n[S.RUN_DATE] < run_date][:1]
-    if not earlier:
+    before = (dt.date.min, run_date - dt.timedelta(days=1))
+    newest = small_query(spark, cfg, location, f"max({S.RUN_DATE}) AS d", {S.DATASET: dataset, S.RUN_DATE: before})
+    if not newest or newest[0]["d"] is None:
         return None, has_tonight
-    rows = earlier[0]["_trials"]
+    last_date = newest[0]["d"]
+    columns = [S.TRIAL, S.ALS_RANK, S.REG_PARAM, S.ALPHA, S.METRIC, S.N_EXAMPLES, S.IS_BEST]
+    rows = small_query(spark, cfg, location, columns, {S.DATASET: dataset, S.RUN_DATE: last_date})
     best = [r for r in rows if r[S.IS_BEST]]
     if not best:
         return None, has_tonight
     grid = {r[S.TRIAL]: als.Params(r[S.ALS_RANK], r[S.REG_PARAM], r[S.ALPHA]) for r in rows}
     last = _LastTuning(
-        earlier[0][S.RUN_DATE],
+        last_date,
         tuple(grid[t] for t in sorted(grid)),
         grid[best[0][S.TRIAL]],
         int(best[0][S.N_EXAMPLES]),

@@ -62,6 +62,10 @@ def merge_index(
         runs.commit(spark, spec, cfg, create.execute)
     register_table(spark, spec, cfg)
     datasets = ids.select(S.DATASET).distinct()
+    # The map after the commit, where the write knows it without reading the table back: the pinned
+    # map it numbered against plus the rows it appended (a read of the new version would cost Spark
+    # a snapshot of it, about a second for the two maps of a demo night).
+    known: list[DataFrame] = []
 
     def write() -> runs.Written | None:
         # Under the table's commit lock: the map is read (pinned) and the new ids are numbered
@@ -74,17 +78,26 @@ def merge_index(
         new = new_index_rows(ids, existing, id_col, index_col, run_date)
         if runs.uses_deltalake(cfg, location):
             rows = new.limit(DRIVER_ROWS + 1).collect()  # bounded
+            mapped = existing.select(S.DATASET, id_col, index_col)
             if not rows:
+                known.append(mapped)
                 return None
             if len(rows) <= DRIVER_ROWS:
-                data = deltars.arrow_rows([tuple(r[c] for c in spec.schema.fieldNames()) for r in rows], spec.schema)
-                return runs.Written(deltars.append(location, data, runs.commit_tag(spark)), len(rows))
+                values = [tuple(r[c] for c in spec.schema.fieldNames()) for r in rows]
+                written = runs.Written(
+                    deltars.append(location, deltars.arrow_rows(values, spec.schema), runs.commit_tag(spark)), len(rows)
+                )
+                appended = spark.createDataFrame(values, spec.schema).select(S.DATASET, id_col, index_col)
+                known.append(mapped.unionByName(appended))
+                return written
         elif new.isEmpty():
             return None
         spec.conform(new).write.format("delta").mode("append").save(location)
         return None
 
     runs.commit(spark, spec, cfg, write)
+    if known:
+        return known[0]
     return (
         read_table(spark, location)
         .join(datasets, [S.DATASET], "left_semi")
