@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -258,8 +259,8 @@ def read_table(spark: SparkSession, location: str) -> DataFrame:
 
 
 # The most rows a job's slice collects to the driver for a delta-rs write (replace_slice's
-# driver_rows): a demo night's recommendations (6,360), similar items (11,750) or next-item
-# predictions; a large shop's slices stay on Spark's path.
+# driver_rows): a demo night's sessions, profiles, scores, recommendations (6,360) or similar items
+# (11,750); a large shop's slices stay on Spark's path.
 DRIVER_ROWS = 50_000
 
 
@@ -275,18 +276,32 @@ def replace_slice(
 
     ``driver_rows``: on a warehouse where delta-rs writes (``runs.uses_deltalake``), a slice of at
     most this many rows is collected (bounded) and replaced as :func:`replace_rows` does, with no
-    Spark write (a Spark write of a few thousand cached rows costs about 1.8 s of snapshot, file
-    filtering, write and statistics jobs on a small night); a larger one is written by Spark. The
-    bounded collect computes ``df`` once more when it has more rows: pass it for a cached frame.
-    delta-rs checks that every row belongs to the slice, as Spark does.
+    Spark write (a Spark write of a few thousand rows costs about 1.8 s of snapshot, file
+    filtering, write and statistics jobs on a small night); a larger one is written by Spark from
+    the same computation: ``df`` is cached for the two steps unless it already is. delta-rs checks
+    that every row belongs to the slice, as Spark does.
 
     Returns the rows written, from the commit's own metrics (no recount).
     """
     location = spec.location(cfg)
     if driver_rows > 0 and runs.uses_deltalake(cfg, location) and deltars.table_exists(location):
-        rows = spec.conform(df).limit(driver_rows + 1).collect()  # bounded
-        if len(rows) <= driver_rows:
-            return replace_rows(df.sparkSession, [tuple(r) for r in rows], spec, cfg, where)
+        level = df.storageLevel
+        cached = level.useMemory or level.useDisk
+        if not cached:
+            df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            rows = spec.conform(df).limit(driver_rows + 1).collect()  # bounded
+            if len(rows) <= driver_rows:
+                return replace_rows(df.sparkSession, [tuple(r) for r in rows], spec, cfg, where)
+            return _spark_replace(df, spec, cfg, where, location)
+        finally:
+            if not cached:
+                df.unpersist()
+    return _spark_replace(df, spec, cfg, where, location)
+
+
+def _spark_replace(df: DataFrame, spec: TableSpec, cfg: Config, where: Mapping[str, object], location: str) -> int:
+    """:func:`replace_slice`'s Spark write (replaceWhere, a commit of the run)."""
     condition = " AND ".join(_condition(col, val) for col, val in where.items())
     writer = (
         spec.conform(df)

@@ -35,7 +35,7 @@ from shoplens import schemas as S
 from shoplens.churn import evaluate
 from shoplens.churn.examples import feature_names, labelled, with_features
 from shoplens.config import ChurnConfig, Config
-from shoplens.io import read_table, replace_rows, replace_slice, small_query
+from shoplens.io import DRIVER_ROWS, read_table, replace_rows, replace_slice, small_query
 from shoplens.metrics import Metric, write_metrics
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ChurnSummary:
             # No fit yet (history shorter than the horizon): the table exists, empty, as churn_scores does.
             replace_slice(spark.createDataFrame([], S.CHURN_MODELS), catalog.CHURN_MODELS, cfg, {S.FIT_DATE: run_date})
         empty = spark.createDataFrame([], S.CHURN_SCORES)
-        replace_slice(_union(scores, empty), catalog.CHURN_SCORES, cfg, {S.RUN_DATE: run_date})
+        replace_slice(_union(scores, empty), catalog.CHURN_SCORES, cfg, {S.RUN_DATE: run_date}, driver_rows=DRIVER_ROWS)
         replace_rows(spark, importances, catalog.CHURN_FEATURE_IMPORTANCE, cfg, {S.RUN_DATE: run_date})
     finally:
         if examples is not None:

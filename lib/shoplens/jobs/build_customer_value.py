@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_slice
+from shoplens.io import DRIVER_ROWS, read_table, replace_slice
 from shoplens.metrics import Metric, write_metrics
 from shoplens.value import stats as V
 from shoplens.value.fit import Triple, ValueFit, fit_value
@@ -72,7 +72,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ValueSummary:
                              gg.p if gg else None, gg.q if gg else None, gg.v if gg else None))
         predictions = spark.createDataFrame(rows, _PREDICTIONS)
         values = customer_values(stats, predictions, run_date, cfg.value.horizon_weeks)
-        users = replace_slice(values, catalog.CUSTOMER_VALUE, cfg, {S.SNAPSHOT_DATE: run_date})
+        users = replace_slice(
+            values, catalog.CUSTOMER_VALUE, cfg, {S.SNAPSHOT_DATE: run_date}, driver_rows=DRIVER_ROWS
+        )
     finally:
         stats.unpersist()
     write_metrics(spark, cfg, fit_metrics(run_date, fits))

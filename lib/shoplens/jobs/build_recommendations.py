@@ -189,13 +189,9 @@ def _write(
     """Replaces the dataset's slices of the run date. Returns: the recommendations written (the
     commit's own count)."""
     where = {S.RUN_DATE: run_date, S.DATASET: dataset}
-    # Both cached: a small night's slices are collected and written by delta-rs where it writes.
-    similar = similar.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        written = replace_slice(recs, catalog.RECOMMENDATIONS, cfg, where, driver_rows=DRIVER_ROWS)
-        replace_slice(similar, catalog.SIMILAR_ITEMS, cfg, where, driver_rows=DRIVER_ROWS)
-    finally:
-        similar.unpersist()
+    # A small night's slices are collected and written by delta-rs where it writes.
+    written = replace_slice(recs, catalog.RECOMMENDATIONS, cfg, where, driver_rows=DRIVER_ROWS)
+    replace_slice(similar, catalog.SIMILAR_ITEMS, cfg, where, driver_rows=DRIVER_ROWS)
     return written
 
 

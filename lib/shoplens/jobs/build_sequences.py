@@ -33,7 +33,7 @@ from shoplens import catalog, cli, sequences
 from shoplens import schemas as S
 from shoplens.config import Config, ConfigError
 from shoplens.ingest.rules import CANONICAL_EVENT_TYPES
-from shoplens.io import read_table, replace_slice, small_query
+from shoplens.io import DRIVER_ROWS, read_table, replace_slice, small_query
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def update_vocab(spark: SparkSession, cfg: Config, counted: DataFrame, dataset: 
     updates = sequences.vocab_updates(counts, vocab, cfg.sequences.min_item_count, run_date)
     absent = vocab.join(counts.select(S.DATASET, S.ITEM_ID), [S.DATASET, S.ITEM_ID], "left_anti")
     slice_ = updates.unionByName(absent.select(*updates.columns))
-    return replace_slice(slice_, catalog.ITEM_VOCAB, cfg, {S.DATASET: dataset})
+    return replace_slice(slice_, catalog.ITEM_VOCAB, cfg, {S.DATASET: dataset}, driver_rows=DRIVER_ROWS)
 
 
 def highest_index(spark: SparkSession, cfg: Config, dataset: str) -> int:

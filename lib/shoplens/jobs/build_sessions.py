@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli, sessions
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_slice, small_query
+from shoplens.io import DRIVER_ROWS, read_table, replace_slice, small_query
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +139,13 @@ def run(
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # One row per session and one per event: the commits' own row counts are the summary's.
-        written = replace_slice(sessions.session_rows(marked, cfg.shop.timezone), catalog.SESSIONS, cfg, p.slice)
+        # A small night's slices go through the driver and delta-rs where it writes (io.replace_slice).
+        written = replace_slice(
+            sessions.session_rows(marked, cfg.shop.timezone), catalog.SESSIONS, cfg, p.slice, driver_rows=DRIVER_ROWS
+        )
         events = replace_slice(
             sessions.session_event_rows(sessions.assign_sessions(marked), cfg.shop.timezone),
-            catalog.SESSION_EVENTS, cfg, p.slice,
+            catalog.SESSION_EVENTS, cfg, p.slice, driver_rows=DRIVER_ROWS,
         )
     finally:
         marked.unpersist()

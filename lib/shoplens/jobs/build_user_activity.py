@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_slice
+from shoplens.io import DRIVER_ROWS, read_table, replace_slice
 from shoplens.profiles.activity import daily_activity
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, since: dt.date | No
             .where(F.col(S.START_DATE).between(start, run_date))
         )
     daily = daily_activity(events, sessions, cfg.profiles.affinity_weights)
-    written = replace_slice(daily, catalog.USER_DAILY_ACTIVITY, cfg, {S.EVENT_DATE: (start, run_date)})
+    written = replace_slice(
+        daily, catalog.USER_DAILY_ACTIVITY, cfg, {S.EVENT_DATE: (start, run_date)}, driver_rows=DRIVER_ROWS
+    )
     log.info("user daily activity for event dates %s..%s: %d rows", start, run_date, written)
     return written
 

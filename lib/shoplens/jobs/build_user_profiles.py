@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from shoplens import catalog, cli
 from shoplens import schemas as S
 from shoplens.config import Config
-from shoplens.io import read_table, replace_rows, replace_slice, small_query
+from shoplens.io import DRIVER_ROWS, read_table, replace_rows, replace_slice, small_query
 from shoplens.profiles import clusters, features, rfm, summary
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> ProfilesSummary:
             if parts
             else scored.withColumn(S.CLUSTER, F.lit(None).cast("int"))
         )
-        users = replace_slice(profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date})
+        users = replace_slice(
+            profiles, catalog.USER_PROFILES, cfg, {S.SNAPSHOT_DATE: run_date}, driver_rows=DRIVER_ROWS
+        )
         replace_rows(
             spark,
             summary.summary_rows(profiles, run_date, names),
