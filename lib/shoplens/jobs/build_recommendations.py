@@ -70,8 +70,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, datasets: Sequence[
     )
     if datasets is None:
         # Every dataset in silver, even one with no event in the window: its slices are emptied.
-        everything = read_table(spark, location).where(F.col(S.EVENT_DATE) <= F.lit(run_date))
-        datasets = sorted(r[S.DATASET] for r in everything.select(S.DATASET).distinct().collect())  # a handful
+        found = small_query(spark, cfg, location, f"DISTINCT {S.DATASET}", {S.EVENT_DATE: (dt.date.min, run_date)})
+        datasets = sorted(r[S.DATASET] for r in found)  # a handful
     summary = {}
     for dataset in datasets:
         summary[dataset] = build_dataset(spark, cfg, run_date, silver.where(F.col(S.DATASET) == dataset), dataset)
@@ -128,7 +128,11 @@ def build_dataset(
         item_map = idmaps.merge_index(spark, cfg, catalog.ITEM_INDEX, ids, S.ITEM_ID, run_date).drop(S.DATASET)
         user_map = user_map.join(ids.select(S.USER_ID).distinct(), [S.USER_ID], "left_semi").persist()
         item_map = item_map.join(ids.select(S.ITEM_ID).distinct(), [S.ITEM_ID], "left_semi").persist()
-        n_users, n_items = user_map.count(), item_map.count()
+        # Every id of the window is in its map: the maps' sizes are the window's distinct ids, one job.
+        sizes = inputs.inter.agg(
+            F.count_distinct(S.USER_ID).alias("users"), F.count_distinct(S.ITEM_ID).alias("items")
+        ).first()
+        n_users, n_items = int(sizes["users"]), int(sizes["items"])
         held_out = _held_out(spark, cfg, dataset)
         best, val_figures, choice, trials = _tune(
             spark, cfg, run_date, dataset, inputs, held_out, user_map, item_map, n_users, n_items
