@@ -427,6 +427,23 @@ def test_rows_written_count_the_new_rows_only_when_a_replace_rewrites_shared_fil
     assert spark.read.format("delta").load(spec.location(fresh_cfg)).count() == 4
 
 
+def test_a_table_delta_rs_writes_checkpoints_as_often_as_spark_would(tmp_path):
+    """A table made without delta.checkpointInterval (Spark's tables) is checkpointed every 10 commits
+    by shoplens.deltars' writes, as Spark would (delta-rs alone: every 100)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from shoplens import deltars
+
+    location = str(tmp_path / "t")
+    write_deltalake(location, pa.table({"d": pa.array(["a"]), "x": pa.array([0])}), partition_by=["d"])
+    for n in range(1, 12):
+        data = pa.table({"d": pa.array(["a"]), "x": pa.array([n])})
+        assert deltars.replace_where(location, data, "\"d\" = 'a'", f"tag {n}") == n
+    checkpoints = sorted(p.name for p in (tmp_path / "t" / "_delta_log").glob("*.checkpoint.parquet"))
+    assert checkpoints == [f"{10:020d}.checkpoint.parquet"]
+
+
 def test_a_small_cached_slice_goes_through_the_driver_and_a_larger_one_through_spark(spark, fresh_cfg):
     """io.replace_slice(driver_rows=N): up to N rows are collected and written by delta-rs (one
     tagged commit, the run's); more are written by Spark; a row outside the slice fails either way

@@ -25,6 +25,10 @@ import pyarrow as pa
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
+# Spark's checkpoint interval when a table does not set delta.checkpointInterval (delta-rs' is 100).
+SPARK_CHECKPOINT_INTERVAL = 10
+_CHECKPOINT_INTERVAL = "delta.checkpointInterval"
+
 
 def is_local(location: str) -> bool:
     """Whether ``location`` is on the local file system (a path, or a ``file:`` URI)."""
@@ -161,4 +165,10 @@ def _write(location: str, data: pa.Table, user_metadata: str | None, **how: str)
     table = _table(location)
     write_deltalake(table, data, commit_properties=properties, **how)
     table.update_incremental()
-    return int(table.version())
+    version = int(table.version())
+    if _CHECKPOINT_INTERVAL not in table.metadata().configuration and version % SPARK_CHECKPOINT_INTERVAL == 0:
+        # A table made by Spark without the property checkpoints every 10 commits in Spark's hands and
+        # every 100 in delta-rs'; where delta-rs makes most of its commits (small slices, metrics),
+        # Spark would otherwise replay up to 99 log entries on every read of it.
+        table.create_checkpoint()
+    return version
